@@ -1,0 +1,6 @@
+//! The federation controller: it reconciles `Cluster`, `AccessPoint`, `NameService` and
+//! `ExternalService` resources (see the `causeway-crds` crate) into the desired state of every
+//! member cluster's gateways, sidecars and L4 balancers.
+//!
+//! The store, API, translator, IPAM and rollout engine land here; the contracts they read are
+//! fixed by `causeway-crds`.
