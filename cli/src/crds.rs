@@ -6,8 +6,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use causeway_crds::manifests;
 
-/// Prints every CRD, or writes one file per CRD into `out_dir`.
-pub fn run(out_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+/// Prints every CRD, or writes one file per CRD into `out_dir`, or prints the API reference.
+pub fn run(out_dir: Option<&Path>, reference: bool) -> anyhow::Result<ExitCode> {
+    if reference {
+        print!("{}", manifests::reference_markdown());
+        return Ok(ExitCode::SUCCESS);
+    }
     match out_dir {
         None => {
             print!("{}", manifests::render_all().context("rendering the CRDs")?);

@@ -43,6 +43,9 @@ enum Command {
         /// printing them.
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
+        /// Print the Markdown API reference generated from the same schemas instead.
+        #[arg(long, conflicts_with = "out_dir")]
+        reference: bool,
     },
     /// Print the version.
     Version,
@@ -56,7 +59,7 @@ fn main() -> ExitCode {
             recursive,
             quiet,
         } => validate::run(&files, recursive, quiet),
-        Command::Crds { out_dir } => crds::run(out_dir.as_deref()),
+        Command::Crds { out_dir, reference } => crds::run(out_dir.as_deref(), reference),
         Command::Version => {
             println!("causeway {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

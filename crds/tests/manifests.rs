@@ -203,3 +203,14 @@ fn access_point_columns_show_vip_hosts_phase_age() {
         .collect();
     assert_eq!(names, ["VIP", "Hosts", "Phase", "Age"]);
 }
+
+#[test]
+fn checked_in_api_reference_matches_the_types() {
+    let path = crd_dir().join("../docs/api-reference.md");
+    let have = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        have == manifests::reference_markdown(),
+        "docs/api-reference.md is stale: regenerate with \
+         cargo run -p causeway-cli -- crds --reference > docs/api-reference.md"
+    );
+}

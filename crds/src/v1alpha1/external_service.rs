@@ -27,7 +27,7 @@ use crate::validation::{FieldPath, Report, Validate};
     kind = "ExternalService",
     namespaced,
     status = "ExternalServiceStatus",
-    shortname = "xs",
+    shortname = "xsvc",
     category = "causeway",
     derive = "PartialEq",
     derive = "Default",
@@ -43,7 +43,7 @@ use crate::validation::{FieldPath, Report, Validate};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ExternalServiceSpec {
-    /// External hostnames (exact or `*.` wildcard with resolution STATIC... see docs).
+    /// External hostnames; a `*.` wildcard only with resolution STATIC.
     pub hosts: Vec<String>,
     /// Ports the external service listens on.
     pub ports: Vec<ServicePort>,

@@ -23,7 +23,7 @@ use crate::validation::{FieldPath, Report, Validate};
     kind = "NameService",
     namespaced,
     status = "NameServiceStatus",
-    shortname = "ns",
+    shortname = "nsvc",
     category = "causeway",
     derive = "PartialEq",
     derive = "Default",
