@@ -4,3 +4,5 @@
 //!
 //! The store, API, translator, IPAM and rollout engine land here; the contracts they read are
 //! fixed by `causeway-crds`.
+
+pub mod placement;
