@@ -6,3 +6,4 @@
 //! fixed by `causeway-crds`.
 
 pub mod placement;
+pub mod translate;
