@@ -5,5 +5,7 @@
 //! The store, API, translator, IPAM and rollout engine land here; the contracts they read are
 //! fixed by `causeway-crds`.
 
+pub mod api;
 pub mod placement;
+pub mod store;
 pub mod translate;
