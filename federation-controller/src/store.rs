@@ -81,7 +81,7 @@ impl ResourceType {
         }
     }
 
-    fn check(&self) -> Result<(), StoreError> {
+    pub(crate) fn check(&self) -> Result<(), StoreError> {
         if !self.group.is_empty() {
             object::check_segment("apiVersion", &self.group)?;
         }
@@ -234,6 +234,8 @@ pub enum Outcome {
     Updated,
     /// The object already was as written; nothing was written and no resource version used.
     Unchanged,
+    /// The object was deleted.
+    Deleted,
 }
 
 impl fmt::Display for Outcome {
@@ -243,9 +245,37 @@ impl fmt::Display for Outcome {
             Outcome::Created => "created",
             Outcome::Updated => "configured",
             Outcome::Unchanged => "unchanged",
+            Outcome::Deleted => "deleted",
         })
     }
 }
+
+/// One write of a [`Store::transaction`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// [`Store::put`] of this object.
+    Put(Value, Expect),
+    /// [`Store::put_status`]: the object and its new status.
+    Status(ObjectKey, Value, Expect),
+    /// [`Store::delete`].
+    Delete(ObjectKey, Expect),
+}
+
+impl Write {
+    /// The object this write is about.
+    pub fn key(&self) -> Result<ObjectKey, StoreError> {
+        let key = match self {
+            Write::Put(object, _) => ObjectKey::of(object)?,
+            Write::Status(key, _, _) | Write::Delete(key, _) => key.clone(),
+        };
+        key.check()?;
+        Ok(key)
+    }
+}
+
+/// Most writes one transaction may hold (etcd refuses transactions of more than 128
+/// operations by default, and each write needs a comparison and an operation).
+pub const MAX_TRANSACTION_WRITES: usize = 64;
 
 /// The result of a write: what happened and the object as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -325,16 +355,32 @@ pub trait Store: Send + Sync {
         selector: &'a Selector,
     ) -> BoxFuture<'a, Result<ObjectList, StoreError>>;
 
+    /// Applies several writes to distinct objects atomically: either every precondition holds
+    /// and every write happens, at one new resource version, or nothing is written and the
+    /// first failing write's error is returned. Results are in the order of the writes
+    /// (unchanged ones report the stored object). At most [`MAX_TRANSACTION_WRITES`] writes.
+    fn transaction(&self, writes: Vec<Write>) -> BoxFuture<'_, Result<Vec<Applied>, StoreError>>;
+
     /// Creates or replaces an object (everything but `status`, which is kept), as apply does.
-    fn put(&self, object: Value, expect: Expect) -> BoxFuture<'_, Result<Applied, StoreError>>;
+    fn put(&self, object: Value, expect: Expect) -> BoxFuture<'_, Result<Applied, StoreError>> {
+        Box::pin(async move { single(self.transaction(vec![Write::Put(object, expect)]).await) })
+    }
 
     /// Replaces an existing object's `status`; nothing else changes and `generation` stays.
+    /// `Value::Null` removes the status.
     fn put_status<'a>(
         &'a self,
         key: &'a ObjectKey,
         status: Value,
         expect: Expect,
-    ) -> BoxFuture<'a, Result<Applied, StoreError>>;
+    ) -> BoxFuture<'a, Result<Applied, StoreError>> {
+        Box::pin(async move {
+            single(
+                self.transaction(vec![Write::Status(key.clone(), status, expect)])
+                    .await,
+            )
+        })
+    }
 
     /// Deletes an object and returns its last state, `metadata.resourceVersion` set to the
     /// deletion's resource version. [`StoreError::NotFound`] when there is none.
@@ -342,7 +388,15 @@ pub trait Store: Send + Sync {
         &'a self,
         key: &'a ObjectKey,
         expect: Expect,
-    ) -> BoxFuture<'a, Result<Value, StoreError>>;
+    ) -> BoxFuture<'a, Result<Value, StoreError>> {
+        Box::pin(async move {
+            single(
+                self.transaction(vec![Write::Delete(key.clone(), expect)])
+                    .await,
+            )
+            .map(|applied| applied.object)
+        })
+    }
 
     /// Every change to objects of a type (in one namespace, or all with `None`) after resource
     /// version `from`, in resource version order. Start from an [`ObjectList`]'s version to see
@@ -439,6 +493,13 @@ pub enum StoreError {
         /// What is wrong and what to do.
         message: String,
     },
+}
+
+fn single(results: Result<Vec<Applied>, StoreError>) -> Result<Applied, StoreError> {
+    results?.pop().ok_or_else(|| StoreError::Unavailable {
+        backend: "store",
+        message: "a transaction of one write returned no result".to_owned(),
+    })
 }
 
 impl StoreError {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use causeway_controller::store::memory::{MemoryOptions, MemoryStore};
 use causeway_controller::store::{
     EventType, Expect, ObjectKey, Outcome, ResourceType, Selector, Store, StoreError, WatchEvent,
-    WatchStream, generation, resource_version,
+    WatchStream, Write, generation, resource_version,
 };
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -141,8 +141,16 @@ async fn events(stream: &mut WatchStream, n: usize) -> Vec<WatchEvent> {
     out
 }
 
+/// Generates one module of tests per backend: the shared tests, plus `$extra` ones.
 macro_rules! suite {
-    ($backend:ident, $make:expr, [$($test:ident),* $(,)?]) => {
+    ($backend:ident, $make:expr $(, $extra:ident)*) => {
+        suite!(@tests $backend, $make, [
+            crud, preconditions, generation_rules, label_selectors, watch_order_and_resume,
+            watch_scopes, watch_gone_after_compaction, delete_events, concurrent_writers,
+            transactions $(, $extra)*
+        ]);
+    };
+    (@tests $backend:ident, $make:expr, [$($test:ident),*]) => {
         mod $backend {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,53 +163,13 @@ macro_rules! suite {
     };
 }
 
-suite!(
-    memory,
-    super::Harness::memory(),
-    [
-        crud,
-        preconditions,
-        generation_rules,
-        label_selectors,
-        watch_order_and_resume,
-        watch_scopes,
-        watch_gone_after_compaction,
-        delete_events,
-        concurrent_writers,
-    ]
-);
+suite!(memory, super::Harness::memory());
 suite!(
     memory_persistent,
     super::Harness::persistent(),
-    [
-        crud,
-        preconditions,
-        generation_rules,
-        label_selectors,
-        watch_order_and_resume,
-        watch_scopes,
-        watch_gone_after_compaction,
-        delete_events,
-        concurrent_writers,
-        restart_loses_nothing,
-    ]
+    restart_loses_nothing
 );
-suite!(
-    etcd,
-    super::Harness::etcd(),
-    [
-        crud,
-        preconditions,
-        generation_rules,
-        label_selectors,
-        watch_order_and_resume,
-        watch_scopes,
-        watch_gone_after_compaction,
-        delete_events,
-        concurrent_writers,
-        restart_loses_nothing,
-    ]
-);
+suite!(etcd, super::Harness::etcd(), restart_loses_nothing);
 
 async fn crud(h: &mut Harness) {
     let store = h.store();
@@ -1041,4 +1009,134 @@ async fn concurrent_writers(h: &mut Harness) {
         .await
         .unwrap();
     assert_eq!(listed.items.len(), TASKS + 1);
+}
+
+async fn transactions(h: &mut Harness) {
+    let store = h.store();
+    let from = store.revision().await.unwrap();
+    let mut watch = store.watch(&ap_type(), Some("retail"), from).await.unwrap();
+
+    // Two creates commit together, at one version.
+    let both = store
+        .transaction(vec![
+            Write::Put(
+                ap("retail", "a", json!({}), json!({"n": 1})),
+                Expect::Absent,
+            ),
+            Write::Put(
+                ap("retail", "b", json!({}), json!({"n": 1})),
+                Expect::Absent,
+            ),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(both.len(), 2);
+    assert!(both.iter().all(|a| a.outcome == Outcome::Created));
+    let v1 = both[0].resource_version();
+    assert_eq!(both[1].resource_version(), v1);
+    let seen = events(&mut watch, 2).await;
+    assert_eq!(
+        seen.iter().map(|e| e.resource_version).collect::<Vec<_>>(),
+        [v1, v1]
+    );
+    let mut seen_names: Vec<_> = seen
+        .iter()
+        .map(|e| e.object["metadata"]["name"].clone())
+        .collect();
+    seen_names.sort_by_key(ToString::to_string);
+    assert_eq!(seen_names, [json!("a"), json!("b")]);
+
+    // One failing precondition: nothing is written.
+    let e = store
+        .transaction(vec![
+            Write::Put(ap("retail", "c", json!({}), json!({})), Expect::Absent),
+            Write::Put(
+                ap("retail", "a", json!({}), json!({"n": 2})),
+                Expect::Absent,
+            ),
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::AlreadyExists { .. }), "{e}");
+    assert!(store.get(&ap_key("retail", "c")).await.unwrap().is_none());
+    assert_eq!(store.revision().await.unwrap(), v1);
+
+    let e = store
+        .transaction(vec![
+            Write::Delete(ap_key("retail", "a"), Expect::Any),
+            Write::Status(
+                ap_key("retail", "b"),
+                json!({"x": 1}),
+                Expect::ResourceVersion(v1 - 1),
+            ),
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Conflict { .. }), "{e}");
+    assert!(store.get(&ap_key("retail", "a")).await.unwrap().is_some());
+
+    // Delete, status, unchanged put and create together.
+    let mixed = store
+        .transaction(vec![
+            Write::Delete(ap_key("retail", "a"), Expect::ResourceVersion(v1)),
+            Write::Status(
+                ap_key("retail", "b"),
+                json!({"x": 1}),
+                Expect::ResourceVersion(v1),
+            ),
+            Write::Put(ap("retail", "b", json!({}), json!({"n": 1})), Expect::Any),
+            Write::Put(ap("retail", "c", json!({}), json!({})), Expect::Absent),
+        ])
+        .await;
+    // `b` twice is refused before anything is read.
+    assert!(
+        matches!(mixed, Err(StoreError::Invalid { .. })),
+        "{mixed:?}"
+    );
+    let mixed = store
+        .transaction(vec![
+            Write::Delete(ap_key("retail", "a"), Expect::ResourceVersion(v1)),
+            Write::Status(ap_key("retail", "b"), json!({"x": 1}), Expect::ResourceVersion(v1)),
+            Write::Put(ap("retail", "c", json!({}), json!({})), Expect::Absent),
+            Write::Put(
+                json!({"apiVersion": "causeway.io/v1alpha1", "kind": "Cluster", "metadata": {"name": "c1"}}),
+                Expect::Any,
+            ),
+        ])
+        .await
+        .unwrap();
+    let outcomes: Vec<Outcome> = mixed.iter().map(|a| a.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::Deleted,
+            Outcome::Updated,
+            Outcome::Created,
+            Outcome::Created
+        ]
+    );
+    let v2 = mixed[0].resource_version();
+    assert!(v2 > v1);
+    assert!(mixed.iter().all(|a| a.resource_version() == v2));
+    assert_eq!(mixed[1].object["status"]["x"], 1);
+    let seen = events(&mut watch, 3).await;
+    assert!(seen.iter().all(|e| e.resource_version == v2));
+    let mut kinds: Vec<String> = seen.iter().map(|e| e.event_type.to_string()).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["ADDED", "DELETED", "MODIFIED"]);
+
+    // A transaction of unchanged writes writes nothing.
+    let same = store
+        .transaction(vec![Write::Put(
+            ap("retail", "c", json!({}), json!({})),
+            Expect::Any,
+        )])
+        .await
+        .unwrap();
+    assert_eq!(same[0].outcome, Outcome::Unchanged);
+    assert_eq!(store.revision().await.unwrap(), v2);
+    assert!(matches!(
+        store.transaction(vec![]).await,
+        Err(StoreError::Invalid { .. })
+    ));
 }

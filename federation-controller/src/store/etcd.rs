@@ -18,14 +18,14 @@ use std::time::Duration;
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType as EtcdEventType, GetOptions, KeyValue,
-    Txn, TxnOp, WatchOptions,
+    Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
 use super::{
-    Applied, EventType, Expect, ObjectKey, ObjectList, Outcome, ResourceType, Selector, Store,
-    StoreError, WatchEvent, WatchStream, object,
+    Applied, EventType, ObjectKey, ObjectList, Outcome, ResourceType, Selector, Store, StoreError,
+    WatchEvent, WatchStream, Write, object,
 };
 
 /// Keys per page when listing: etcd answers are limited in size (the client accepts 4 MiB by
@@ -144,76 +144,110 @@ impl EtcdStore {
         resp.kvs().first().map(decode).transpose()
     }
 
-    /// Runs `txn` guarded by the key still being at `mod_revision` (0: absent). Returns the
-    /// revision it created, or `None` when someone else wrote the key first.
-    async fn write_if(
-        &self,
-        key: &str,
-        mod_revision: u64,
-        op: TxnOp,
-    ) -> Result<Option<u64>, StoreError> {
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                key,
-                CompareOp::Equal,
-                i64::try_from(mod_revision).unwrap_or(i64::MAX),
-            )])
-            .and_then([op]);
+    /// The objects under several etcd keys, read at one revision.
+    async fn read_all(&self, keys: &[String]) -> Result<Vec<Option<(Value, u64)>>, StoreError> {
+        if let [key] = keys {
+            return Ok(vec![self.read(key).await?]);
+        }
+        let gets: Vec<TxnOp> = keys.iter().map(|k| TxnOp::get(k.as_str(), None)).collect();
         let resp = self
             .client
             .clone()
-            .txn(txn)
+            .txn(Txn::new().and_then(gets))
             .await
             .map_err(|e| self.err(&e))?;
-        if !resp.succeeded() {
-            return Ok(None);
-        }
-        Ok(Some(resp.header().map_or(0, header_revision)))
+        resp.op_responses()
+            .iter()
+            .map(|op| match op {
+                TxnOpResponse::Get(get) => get.kvs().first().map(decode).transpose(),
+                _ => Ok(None),
+            })
+            .collect()
     }
 
-    async fn apply(
-        &self,
-        key: &ObjectKey,
-        expect: Expect,
-        mut change: impl FnMut(Option<&Value>) -> Result<Option<(Value, Outcome)>, StoreError>,
-    ) -> Result<Applied, StoreError> {
-        let etcd_key = self.key(key);
+    async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Applied>, StoreError> {
+        let keys = object::transaction_keys(&writes)?;
+        let etcd_keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
         for _ in 0..MAX_ATTEMPTS {
-            let current = self.read(&etcd_key).await?;
-            let mod_revision = current.as_ref().map(|(_, rev)| *rev);
-            object::check_expect(key, expect, mod_revision)?;
-            let existing = current.as_ref().map(|(v, _)| v);
-            let Some((mut object, outcome)) = change(existing)? else {
-                return Ok(Applied {
-                    outcome: Outcome::Unchanged,
-                    object: existing.cloned().unwrap_or(Value::Null),
-                });
-            };
-            object::strip_resource_version(&mut object);
-            let bytes = serde_json::to_vec(&object).map_err(|e| StoreError::Corrupt {
-                location: etcd_key.clone(),
-                message: format!("cannot encode the object: {e}"),
-            })?;
-            let put = TxnOp::put(etcd_key.as_str(), bytes, None);
-            // Lost a race: read again. The precondition check above turns that into the
-            // right error for conditional writes; apply simply recomputes.
-            if let Some(rev) = self
-                .write_if(&etcd_key, mod_revision.unwrap_or(0), put)
-                .await?
-            {
-                object::set_resource_version(&mut object, rev);
-                return Ok(Applied { outcome, object });
+            let current = self.read_all(&etcd_keys).await?;
+            let mut compares = Vec::with_capacity(writes.len());
+            let mut ops = Vec::with_capacity(writes.len());
+            let mut plans = Vec::with_capacity(writes.len());
+            for (i, write) in writes.iter().enumerate() {
+                let (key, etcd_key) = (&keys[i], etcd_keys[i].as_str());
+                let current = current.get(i).and_then(Option::as_ref);
+                let plan = object::plan(write.clone(), key, current.map(|(v, _)| v))?;
+                // Every key is compared, unchanged ones too: the preconditions hold at the
+                // moment of the commit, not only when they were read.
+                let mod_revision = current.map_or(0, |(_, rev)| *rev);
+                compares.push(Compare::mod_revision(
+                    etcd_key,
+                    CompareOp::Equal,
+                    i64::try_from(mod_revision).unwrap_or(i64::MAX),
+                ));
+                match &plan {
+                    object::Plan::Put(object, _) => {
+                        let bytes =
+                            serde_json::to_vec(object).map_err(|e| StoreError::Corrupt {
+                                location: etcd_key.to_owned(),
+                                message: format!("cannot encode the object: {e}"),
+                            })?;
+                        ops.push(TxnOp::put(etcd_key, bytes, None));
+                    }
+                    object::Plan::Delete(_) => ops.push(TxnOp::delete(etcd_key, None)),
+                    object::Plan::Unchanged(_) => {}
+                }
+                plans.push(plan);
             }
+            let rev = if ops.is_empty() {
+                0
+            } else {
+                let resp = self
+                    .client
+                    .clone()
+                    .txn(Txn::new().when(compares).and_then(ops))
+                    .await
+                    .map_err(|e| self.err(&e))?;
+                if !resp.succeeded() {
+                    // Lost a race: read again. The preconditions, checked again, turn that into
+                    // the right error for conditional writes; apply simply recomputes.
+                    continue;
+                }
+                resp.header().map_or(0, header_revision)
+            };
+            let results = plans
+                .into_iter()
+                .map(|plan| match plan {
+                    object::Plan::Unchanged(object) => Applied {
+                        outcome: Outcome::Unchanged,
+                        object,
+                    },
+                    object::Plan::Put(mut object, outcome) => {
+                        object::set_resource_version(&mut object, rev);
+                        Applied { outcome, object }
+                    }
+                    object::Plan::Delete(mut object) => {
+                        object::set_resource_version(&mut object, rev);
+                        Applied {
+                            outcome: Outcome::Deleted,
+                            object,
+                        }
+                    }
+                })
+                .collect();
+            return Ok(results);
         }
-        Err(contention(key))
+        Err(contention(&keys))
     }
 }
 
-fn contention(key: &ObjectKey) -> StoreError {
+fn contention(keys: &[ObjectKey]) -> StoreError {
+    let keys: Vec<String> = keys.iter().map(ToString::to_string).collect();
     StoreError::Unavailable {
         backend: "etcd",
         message: format!(
-            "{key} changed {MAX_ATTEMPTS} times while this write was being applied; retry later"
+            "{} changed {MAX_ATTEMPTS} times while this write was being applied; retry later",
+            keys.join(", ")
         ),
     }
 }
@@ -308,59 +342,8 @@ impl Store for EtcdStore {
         })
     }
 
-    fn put(&self, body: Value, expect: Expect) -> BoxFuture<'_, Result<Applied, StoreError>> {
-        Box::pin(async move {
-            let key = ObjectKey::of(&body)?;
-            self.apply(&key, expect, |existing| {
-                object::apply_put(body.clone(), existing)
-            })
-            .await
-        })
-    }
-
-    fn put_status<'a>(
-        &'a self,
-        key: &'a ObjectKey,
-        status: Value,
-        expect: Expect,
-    ) -> BoxFuture<'a, Result<Applied, StoreError>> {
-        Box::pin(async move {
-            key.check()?;
-            self.apply(key, expect, |existing| {
-                let Some(existing) = existing else {
-                    return Err(StoreError::NotFound {
-                        key: key.to_string(),
-                    });
-                };
-                Ok(object::apply_status(existing, status.clone()).map(|o| (o, Outcome::Updated)))
-            })
-            .await
-        })
-    }
-
-    fn delete<'a>(
-        &'a self,
-        key: &'a ObjectKey,
-        expect: Expect,
-    ) -> BoxFuture<'a, Result<Value, StoreError>> {
-        Box::pin(async move {
-            key.check()?;
-            let etcd_key = self.key(key);
-            for _ in 0..MAX_ATTEMPTS {
-                let Some((mut object, mod_revision)) = self.read(&etcd_key).await? else {
-                    return Err(StoreError::NotFound {
-                        key: key.to_string(),
-                    });
-                };
-                object::check_expect(key, expect, Some(mod_revision))?;
-                let op = TxnOp::delete(etcd_key.as_str(), None);
-                if let Some(rev) = self.write_if(&etcd_key, mod_revision, op).await? {
-                    object::set_resource_version(&mut object, rev);
-                    return Ok(object);
-                }
-            }
-            Err(contention(key))
-        })
+    fn transaction(&self, writes: Vec<Write>) -> BoxFuture<'_, Result<Vec<Applied>, StoreError>> {
+        Box::pin(self.commit(writes))
     }
 
     fn watch<'a>(

@@ -15,13 +15,13 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 use super::{
-    Applied, EventType, Expect, ObjectKey, ObjectList, Outcome, ResourceType, Selector, Store,
-    StoreError, WatchEvent, WatchStream, object,
+    Applied, EventType, ObjectKey, ObjectList, Outcome, ResourceType, Selector, Store, StoreError,
+    WatchEvent, WatchStream, Write, object,
 };
 
 mod wal;
 
-use wal::{Record, RecordOp, Wal};
+use wal::{Entry, Record, RecordOp, Wal};
 
 /// How a [`MemoryStore`] keeps its data.
 #[derive(Debug, Clone)]
@@ -89,39 +89,44 @@ impl State {
         change
     }
 
-    /// Applies a replayed or new record and returns the change it makes.
-    fn apply(&mut self, record: Record) -> Change {
+    /// Applies a replayed or new record and returns the changes it makes.
+    fn apply(&mut self, record: Record) -> Vec<Change> {
         self.revision = record.rev;
-        match record.op {
-            RecordOp::Put => {
-                let object = record.object.unwrap_or(Value::Null);
-                let previous = self.objects.insert(record.key.clone(), object.clone());
-                Change {
-                    path: record.key,
-                    event: WatchEvent {
-                        event_type: if previous.is_some() {
-                            EventType::Modified
-                        } else {
-                            EventType::Added
+        let rev = record.rev;
+        record
+            .ops
+            .into_iter()
+            .map(|entry| match entry.op {
+                RecordOp::Put => {
+                    let object = entry.object.unwrap_or(Value::Null);
+                    let previous = self.objects.insert(entry.key.clone(), object.clone());
+                    Change {
+                        path: entry.key,
+                        event: WatchEvent {
+                            event_type: if previous.is_some() {
+                                EventType::Modified
+                            } else {
+                                EventType::Added
+                            },
+                            object,
+                            resource_version: rev,
                         },
-                        object,
-                        resource_version: record.rev,
-                    },
+                    }
                 }
-            }
-            RecordOp::Delete => {
-                let mut object = self.objects.remove(&record.key).unwrap_or(Value::Null);
-                object::set_resource_version(&mut object, record.rev);
-                Change {
-                    path: record.key,
-                    event: WatchEvent {
-                        event_type: EventType::Deleted,
-                        object,
-                        resource_version: record.rev,
-                    },
+                RecordOp::Delete => {
+                    let mut object = self.objects.remove(&entry.key).unwrap_or(Value::Null);
+                    object::set_resource_version(&mut object, rev);
+                    Change {
+                        path: entry.key,
+                        event: WatchEvent {
+                            event_type: EventType::Deleted,
+                            object,
+                            resource_version: rev,
+                        },
+                    }
                 }
-            }
-        }
+            })
+            .collect()
     }
 }
 
@@ -147,12 +152,6 @@ impl std::fmt::Debug for MemoryStore {
     }
 }
 
-enum Write {
-    Put(Value, Expect),
-    Status(ObjectKey, Value, Expect),
-    Delete(ObjectKey, Expect),
-}
-
 impl MemoryStore {
     /// An empty store that keeps nothing on disk.
     pub fn new() -> Self {
@@ -175,8 +174,9 @@ impl MemoryStore {
         // Replaying the log rebuilds the recent history, so watches can resume across a
         // restart from any version since the snapshot.
         for record in recovered.records {
-            let change = state.apply(record);
-            state.record(change, options.history);
+            for change in state.apply(record) {
+                state.record(change, options.history);
+            }
         }
         tracing::info!(
             dir = %dir.display(),
@@ -199,12 +199,12 @@ impl MemoryStore {
         }
     }
 
-    async fn write(&self, op: Write) -> Result<Applied, StoreError> {
+    async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Applied>, StoreError> {
         if self.inner.options.data_dir.is_none() {
-            return self.inner.write(op);
+            return self.inner.commit(writes);
         }
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.write(op))
+        tokio::task::spawn_blocking(move || inner.commit(writes))
             .await
             .map_err(|e| StoreError::Unavailable {
                 backend: "memory",
@@ -224,72 +224,69 @@ impl Inner {
         self.state.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self, op: Write) -> Result<Applied, StoreError> {
+    fn commit(&self, writes: Vec<Write>) -> Result<Vec<Applied>, StoreError> {
+        let keys = object::transaction_keys(&writes)?;
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         // Decide under a read lock: writers are serialised by `writer`, so the state cannot
         // change before we apply.
-        let (record, outcome) = {
+        let (record, results) = {
             let state = self.read();
             let rev = state.revision + 1;
-            match op {
-                Write::Put(body, expect) => {
-                    let key = ObjectKey::of(&body)?;
-                    let path = key.path();
-                    let existing = state.objects.get(&path);
-                    object::check_expect(&key, expect, existing.and_then(super::resource_version))?;
-                    match object::apply_put(body, existing)? {
-                        None => return unchanged(existing),
-                        Some((mut object, outcome)) => {
-                            object::set_resource_version(&mut object, rev);
-                            (Record::put(rev, path, object), outcome)
+            let mut record = Record {
+                rev,
+                ops: Vec::new(),
+            };
+            let mut results = Vec::with_capacity(writes.len());
+            for (write, key) in writes.into_iter().zip(&keys) {
+                let path = key.path();
+                let applied = match object::plan(write, key, state.objects.get(&path))? {
+                    object::Plan::Unchanged(object) => Applied {
+                        outcome: Outcome::Unchanged,
+                        object,
+                    },
+                    object::Plan::Put(mut object, outcome) => {
+                        object::set_resource_version(&mut object, rev);
+                        record.ops.push(Entry {
+                            op: RecordOp::Put,
+                            key: path,
+                            object: Some(object.clone()),
+                        });
+                        Applied { outcome, object }
+                    }
+                    object::Plan::Delete(mut object) => {
+                        object::set_resource_version(&mut object, rev);
+                        record.ops.push(Entry {
+                            op: RecordOp::Delete,
+                            key: path,
+                            object: None,
+                        });
+                        Applied {
+                            outcome: Outcome::Deleted,
+                            object,
                         }
                     }
-                }
-                Write::Status(key, status, expect) => {
-                    key.check()?;
-                    let path = key.path();
-                    let Some(existing) = state.objects.get(&path) else {
-                        return Err(StoreError::NotFound {
-                            key: key.to_string(),
-                        });
-                    };
-                    object::check_expect(&key, expect, super::resource_version(existing))?;
-                    match object::apply_status(existing, status) {
-                        None => return unchanged(Some(existing)),
-                        Some(mut object) => {
-                            object::set_resource_version(&mut object, rev);
-                            (Record::put(rev, path, object), Outcome::Updated)
-                        }
-                    }
-                }
-                Write::Delete(key, expect) => {
-                    key.check()?;
-                    let path = key.path();
-                    let Some(existing) = state.objects.get(&path) else {
-                        return Err(StoreError::NotFound {
-                            key: key.to_string(),
-                        });
-                    };
-                    object::check_expect(&key, expect, super::resource_version(existing))?;
-                    (Record::delete(rev, path), Outcome::Updated)
-                }
+                };
+                results.push(applied);
             }
+            (record, results)
         };
+        if record.ops.is_empty() {
+            return Ok(results);
+        }
         if let Some(wal) = writer.as_mut() {
             wal.append(&record)?;
         }
-        let (object, snapshot_due) = {
+        let snapshot_due = {
             let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-            let change = state.apply(record);
-            let object = change.event.object.clone();
-            let change = state.record(change, self.options.history);
-            // Sent under the state lock, so a watch that subscribes under the read lock sees
-            // each change exactly once: in its history copy or from the channel.
-            let _ = self.events.send(change);
-            let due = writer
+            for change in state.apply(record) {
+                let change = state.record(change, self.options.history);
+                // Sent under the state lock, so a watch that subscribes under the read lock
+                // sees each change exactly once: in its history copy or from the channel.
+                let _ = self.events.send(change);
+            }
+            writer
                 .as_ref()
-                .is_some_and(|w| w.records() >= self.options.snapshot_every);
-            (object, due)
+                .is_some_and(|w| w.records() >= self.options.snapshot_every)
         };
         if snapshot_due && let Some(wal) = writer.as_mut() {
             let state = self.read();
@@ -298,15 +295,8 @@ impl Inner {
                 tracing::warn!(error = %e, "store snapshot failed; keeping the write-ahead log");
             }
         }
-        Ok(Applied { outcome, object })
+        Ok(results)
     }
-}
-
-fn unchanged(existing: Option<&Value>) -> Result<Applied, StoreError> {
-    Ok(Applied {
-        outcome: Outcome::Unchanged,
-        object: existing.cloned().unwrap_or(Value::Null),
-    })
 }
 
 impl Store for MemoryStore {
@@ -341,25 +331,8 @@ impl Store for MemoryStore {
         })
     }
 
-    fn put(&self, object: Value, expect: Expect) -> BoxFuture<'_, Result<Applied, StoreError>> {
-        Box::pin(self.write(Write::Put(object, expect)))
-    }
-
-    fn put_status<'a>(
-        &'a self,
-        key: &'a ObjectKey,
-        status: Value,
-        expect: Expect,
-    ) -> BoxFuture<'a, Result<Applied, StoreError>> {
-        Box::pin(self.write(Write::Status(key.clone(), status, expect)))
-    }
-
-    fn delete<'a>(
-        &'a self,
-        key: &'a ObjectKey,
-        expect: Expect,
-    ) -> BoxFuture<'a, Result<Value, StoreError>> {
-        Box::pin(async move { Ok(self.write(Write::Delete(key.clone(), expect)).await?.object) })
+    fn transaction(&self, writes: Vec<Write>) -> BoxFuture<'_, Result<Vec<Applied>, StoreError>> {
+        Box::pin(self.commit(writes))
     }
 
     fn watch<'a>(
@@ -428,6 +401,7 @@ impl Store for MemoryStore {
 
 struct WatchState {
     prefix: String,
+    from: u64,
     last: u64,
     backlog: VecDeque<Arc<Change>>,
     receiver: broadcast::Receiver<Arc<Change>>,
@@ -442,6 +416,7 @@ fn watch_stream(
 ) -> WatchStream {
     let state = WatchState {
         prefix,
+        from,
         last: from,
         backlog,
         receiver,
@@ -458,7 +433,9 @@ fn watch_stream(
         loop {
             match st.receiver.recv().await {
                 Ok(change) => {
-                    if change.event.resource_version <= st.last
+                    // Several changes of one transaction share a version: compare with where
+                    // the watch started, not with the last change delivered.
+                    if change.event.resource_version <= st.from
                         || !change.path.starts_with(&st.prefix)
                     {
                         continue;

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{Expect, ObjectKey, Outcome, StoreError};
+use super::{Expect, MAX_TRANSACTION_WRITES, ObjectKey, Outcome, StoreError, Write};
 
 /// Metadata fields the store sets; what a writer sends for them is ignored.
 const SYSTEM_METADATA: [&str; 4] = ["uid", "creationTimestamp", "resourceVersion", "generation"];
@@ -58,6 +58,78 @@ pub(crate) fn check_expect(
             })
         }
         (Expect::ResourceVersion(_), Some(_)) => Ok(()),
+    }
+}
+
+/// What one write of a transaction will do.
+pub(crate) enum Plan {
+    /// Nothing: the stored object (with its resource version) is already as written.
+    Unchanged(Value),
+    /// Store this object (without `resourceVersion`).
+    Put(Value, Outcome),
+    /// Delete the stored object (given with its resource version).
+    Delete(Value),
+}
+
+/// The keys of a transaction's writes; refuses empty, oversized and repeated-key transactions.
+pub(crate) fn transaction_keys(writes: &[Write]) -> Result<Vec<ObjectKey>, StoreError> {
+    if writes.is_empty() || writes.len() > MAX_TRANSACTION_WRITES {
+        return Err(StoreError::invalid(
+            "transaction",
+            format!(
+                "has {} writes; a transaction takes 1 to {MAX_TRANSACTION_WRITES}",
+                writes.len()
+            ),
+        ));
+    }
+    let mut keys: Vec<ObjectKey> = Vec::with_capacity(writes.len());
+    for write in writes {
+        let key = write.key()?;
+        if keys.contains(&key) {
+            return Err(StoreError::invalid(
+                "transaction",
+                format!("writes {key} twice; combine the changes into one write"),
+            ));
+        }
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
+/// Decides what a write does to `current` (the stored object with its resource version).
+pub(crate) fn plan(
+    write: Write,
+    key: &ObjectKey,
+    current: Option<&Value>,
+) -> Result<Plan, StoreError> {
+    let current_rv = current.and_then(super::resource_version);
+    let not_found = || StoreError::NotFound {
+        key: key.to_string(),
+    };
+    match write {
+        Write::Put(body, expect) => {
+            check_expect(key, expect, current_rv)?;
+            Ok(match apply_put(body, current)? {
+                Some((object, outcome)) => Plan::Put(object, outcome),
+                None => Plan::Unchanged(current.cloned().unwrap_or(Value::Null)),
+            })
+        }
+        Write::Status(_, status, expect) => {
+            let current = current.ok_or_else(not_found)?;
+            check_expect(key, expect, current_rv)?;
+            Ok(match apply_status(current, status) {
+                Some(mut object) => {
+                    strip_resource_version(&mut object);
+                    Plan::Put(object, Outcome::Updated)
+                }
+                None => Plan::Unchanged(current.clone()),
+            })
+        }
+        Write::Delete(_, expect) => {
+            let current = current.ok_or_else(not_found)?;
+            check_expect(key, expect, current_rv)?;
+            Ok(Plan::Delete(current.clone()))
+        }
     }
 }
 

@@ -36,36 +36,24 @@ pub(super) enum RecordOp {
     Delete,
 }
 
-/// One line of the write-ahead log.
+/// One write inside a log record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct Record {
-    /// The revision this write created.
-    pub rev: u64,
+pub(super) struct Entry {
     pub op: RecordOp,
     /// The object's key path (`GROUP/KIND/NAMESPACE/NAME`).
     pub key: String,
+    /// The stored object, for puts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object: Option<Value>,
 }
 
-impl Record {
-    pub(super) fn put(rev: u64, key: String, object: Value) -> Self {
-        Record {
-            rev,
-            op: RecordOp::Put,
-            key,
-            object: Some(object),
-        }
-    }
-
-    pub(super) fn delete(rev: u64, key: String) -> Self {
-        Record {
-            rev,
-            op: RecordOp::Delete,
-            key,
-            object: None,
-        }
-    }
+/// One line of the write-ahead log: every write of one transaction, so that a torn line
+/// loses the whole transaction, never half of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Record {
+    /// The revision this transaction created.
+    pub rev: u64,
+    pub ops: Vec<Entry>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -277,10 +265,14 @@ fn parse_wal(
                             ),
                         });
                     }
-                    if record.op == RecordOp::Put && record.object.is_none() {
+                    if record
+                        .ops
+                        .iter()
+                        .any(|e| e.op == RecordOp::Put && e.object.is_none())
+                    {
                         return Err(StoreError::Corrupt {
                             location: format!("{} line {line_no}", path.display()),
-                            message: "a put record without its object".to_owned(),
+                            message: "a put without its object".to_owned(),
                         });
                     }
                     last_rev = record.rev;
@@ -326,7 +318,7 @@ impl Wal {
             ));
         }
         let mut line = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt {
-            location: record.key.clone(),
+            location: format!("revision {}", record.rev),
             message: format!("cannot encode the object: {e}"),
         })?;
         line.push(b'\n');
@@ -402,7 +394,14 @@ mod tests {
     use serde_json::json;
 
     fn line(rev: u64) -> String {
-        let r = Record::put(rev, format!("g/K/ns/o{rev}"), json!({"n": rev}));
+        let r = Record {
+            rev,
+            ops: vec![Entry {
+                op: RecordOp::Put,
+                key: format!("g/K/ns/o{rev}"),
+                object: Some(json!({"n": rev})),
+            }],
+        };
         let mut s = serde_json::to_string(&r).unwrap();
         s.push('\n');
         s
@@ -413,12 +412,12 @@ mod tests {
         let p = Path::new("wal.jsonl");
         let mut data = line(1) + &line(2);
         let good = data.len();
-        data.push_str("{\"rev\":3,\"op\":\"pu");
+        data.push_str("{\"rev\":3,\"ops\":[{\"op\":\"pu");
         let (records, len, _) = parse_wal(p, data.as_bytes(), 0).unwrap();
         assert_eq!(records.len(), 2);
         assert_eq!(len, good);
         // A complete but garbled last line is a torn write as well.
-        let data = line(1) + "{\"rev\":2,\"op\0\0\0\n";
+        let data = line(1) + "{\"rev\":2,\"ops\0\0\0\n";
         let (records, len, _) = parse_wal(p, data.as_bytes(), 0).unwrap();
         assert_eq!((records.len(), len), (1, line(1).len()));
     }
