@@ -8,7 +8,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod client;
+mod controller;
 mod crds;
+mod objects;
 mod validate;
 
 /// Causeway: a multi-cluster federation gateway.
@@ -47,8 +50,67 @@ enum Command {
         #[arg(long, conflicts_with = "out_dir")]
         reference: bool,
     },
+    /// Run the federation controller: store, API (docs/controller.md).
+    Controller(controller::Args),
+    /// Create or update resources from files (validated first; nothing is sent if any is
+    /// invalid). Prints `KIND.GROUP/NAME created|configured|unchanged` per object.
+    Apply {
+        /// Files or directories; `-` reads standard input.
+        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+        /// Descend into subdirectories of the directories given.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        #[command(flatten)]
+        server: client::ServerArgs,
+    },
+    /// Show resources: `causeway get accesspoints -n retail`, `causeway get ap shop -o yaml`.
+    Get {
+        /// Kind: name, plural or short name (cl, ap, nsvc, xsvc, we, se, secret).
+        kind: String,
+        /// One object's name; every object when left out.
+        name: Option<String>,
+        /// Namespace of namespaced kinds.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// Every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// Label selector (`app=shop,env in (prod)`).
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: objects::Output,
+        #[command(flatten)]
+        server: client::ServerArgs,
+    },
+    /// Delete resources by kind and name.
+    Delete {
+        /// Kind: name, plural or short name.
+        kind: String,
+        /// Names of the objects.
+        #[arg(required = true, num_args = 1..)]
+        names: Vec<String>,
+        /// Namespace of namespaced kinds.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        #[command(flatten)]
+        server: client::ServerArgs,
+    },
     /// Print the version.
     Version,
+}
+
+/// Runs an async command on a runtime of its own.
+fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
+    f: F,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("starting the async runtime: {e}"))?
+        .block_on(f)
 }
 
 fn main() -> ExitCode {
@@ -60,6 +122,45 @@ fn main() -> ExitCode {
             quiet,
         } => validate::run(&files, recursive, quiet),
         Command::Crds { out_dir, reference } => crds::run(out_dir.as_deref(), reference),
+        Command::Controller(args) => block_on(controller::run(args)),
+        Command::Apply {
+            files,
+            recursive,
+            server,
+        } => block_on(async move {
+            let c = client::ApiClient::new(&server)?;
+            objects::apply(&c, &files, recursive).await
+        }),
+        Command::Get {
+            kind,
+            name,
+            namespace,
+            all_namespaces,
+            selector,
+            output,
+            server,
+        } => block_on(async move {
+            let c = client::ApiClient::new(&server)?;
+            objects::get(
+                &c,
+                &kind,
+                name.as_deref(),
+                &namespace,
+                all_namespaces,
+                selector.as_deref(),
+                output,
+            )
+            .await
+        }),
+        Command::Delete {
+            kind,
+            names,
+            namespace,
+            server,
+        } => block_on(async move {
+            let c = client::ApiClient::new(&server)?;
+            objects::delete(&c, &kind, &names, &namespace).await
+        }),
         Command::Version => {
             println!("causeway {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

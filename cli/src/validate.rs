@@ -52,7 +52,8 @@ fn expand_dir(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> anyhow::Re
     Ok(())
 }
 
-fn read(path: &Path) -> anyhow::Result<String> {
+/// Reads a file, or standard input for `-`.
+pub fn read(path: &Path) -> anyhow::Result<String> {
     if path.as_os_str() == "-" {
         let mut s = String::new();
         std::io::stdin()
@@ -61,6 +62,15 @@ fn read(path: &Path) -> anyhow::Result<String> {
         return Ok(s);
     }
     std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))
+}
+
+/// How a path is named in messages (`<stdin>` for `-`).
+pub fn display(path: &Path) -> String {
+    if path.as_os_str() == "-" {
+        "<stdin>".to_owned()
+    } else {
+        path.display().to_string()
+    }
 }
 
 /// Formats the findings of one document, one line each.
@@ -92,11 +102,7 @@ pub fn run(paths: &[PathBuf], recursive: bool, quiet: bool) -> anyhow::Result<Ex
     let (mut objects, mut errors, mut warnings) = (0usize, 0usize, 0usize);
     for path in &files {
         let text = read(path)?;
-        let name = if path.as_os_str() == "-" {
-            "<stdin>".to_owned()
-        } else {
-            path.display().to_string()
-        };
+        let name = display(path);
         let docs = document::load_yaml(&text);
         if docs.is_empty() {
             eprintln!("{name}: warning: no resources in this file");

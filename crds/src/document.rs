@@ -133,6 +133,8 @@ pub struct Loaded {
     pub resource: Result<Resource, LoadError>,
     /// Unknown fields and validation findings (empty when decoding failed).
     pub report: Report,
+    /// The document as written (what `causeway apply` sends).
+    pub source: Option<Value>,
 }
 
 impl Loaded {
@@ -167,6 +169,7 @@ pub fn load_yaml(text: &str) -> Vec<Loaded> {
                     namespace: None,
                     resource: Err(LoadError::Syntax(e.to_string())),
                     report: Report::new(),
+                    source: None,
                 });
                 break;
             }
@@ -186,6 +189,7 @@ pub fn load_value(index: usize, value: Value) -> Loaded {
     let kind = str_at("/kind");
     let name = str_at("/metadata/name");
     let namespace = str_at("/metadata/namespace");
+    let source = Some(value.clone());
     let (resource, report) = match decode(value) {
         Ok((resource, dropped)) => {
             let mut report = Report::new();
@@ -212,6 +216,7 @@ pub fn load_value(index: usize, value: Value) -> Loaded {
         namespace,
         resource,
         report,
+        source,
     }
 }
 

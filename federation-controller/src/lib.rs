@@ -7,5 +7,6 @@
 
 pub mod api;
 pub mod placement;
+pub mod run;
 pub mod store;
 pub mod translate;

@@ -68,11 +68,11 @@ pub fn judge_access_points(s: &Snapshot) -> BTreeMap<ObjectKey, AccessPointVerdi
 }
 
 /// `namespace/name` of an object (namespace `default` when unset, as kubectl does).
-pub fn object_key(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> ObjectKey {
+pub fn object_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectKey {
     (
-        meta.namespace.clone().unwrap_or_else(|| "default".to_owned()),
+        meta.namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned()),
         meta.name.clone().unwrap_or_default(),
     )
 }
@@ -95,7 +95,10 @@ impl std::fmt::Display for TargetIssue {
                 write!(f, "AccessPoint {a:?} does not exist in this namespace")
             }
             TargetIssue::AccessPointNotServing(a) => {
-                write!(f, "AccessPoint {a:?} is not served anywhere (see its status)")
+                write!(
+                    f,
+                    "AccessPoint {a:?} is not served anywhere (see its status)"
+                )
             }
             TargetIssue::NoEndpoints(s) => write!(f, "no cluster has endpoints of service {s}"),
         }
@@ -128,7 +131,9 @@ pub fn name_service_clusters(
                 if w.metadata.namespace.as_deref().unwrap_or("default") == svc_ns
                     && labels.get("app") == Some(svc)
                     && let Some(c) = labels.get(placement::CLUSTER_LABEL)
-                    && s.clusters.iter().any(|k| k.metadata.name.as_ref() == Some(c))
+                    && s.clusters
+                        .iter()
+                        .any(|k| k.metadata.name.as_ref() == Some(c))
                 {
                     clusters.push(c.clone());
                 }

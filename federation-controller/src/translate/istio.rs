@@ -13,9 +13,9 @@
 use std::collections::BTreeMap;
 
 use causeway_crds::istio::{
-    self, ConnectionPoolSettings, DestinationRule, DestinationRuleSpec, HttpSettings,
-    IstioObject, LoadBalancerSettings, LocalityLbSetting, Location, Resolution, ServiceEntry,
-    ServiceEntrySpec, TcpSettings, WorkloadEntry, WorkloadEntrySpec, WorkloadSelector,
+    self, ConnectionPoolSettings, DestinationRule, DestinationRuleSpec, HttpSettings, IstioObject,
+    LoadBalancerSettings, LocalityLbSetting, Location, Resolution, ServiceEntry, ServiceEntrySpec,
+    TcpSettings, WorkloadEntry, WorkloadEntrySpec, WorkloadSelector,
 };
 use causeway_crds::v1alpha1::{Cluster, Protocol, ServicePort, TrafficPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -44,7 +44,11 @@ struct Published<'a> {
 fn meta(name: &str, namespace: &str, extra: &[(&str, &str)]) -> ObjectMeta {
     let mut labels: BTreeMap<String, String> =
         [(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())].into();
-    labels.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    labels.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     ObjectMeta {
         name: Some(name.to_owned()),
         namespace: Some(namespace.to_owned()),
@@ -63,9 +67,13 @@ fn istio_protocol(p: Protocol) -> istio::Protocol {
 }
 
 fn port_name(p: &ServicePort) -> String {
-    p.name
-        .clone()
-        .unwrap_or_else(|| format!("{}-{}", p.protocol.to_string().to_ascii_lowercase(), p.number))
+    p.name.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            p.protocol.to_string().to_ascii_lowercase(),
+            p.number
+        )
+    })
 }
 
 /// The gateway port a service port arrives on: Host/SNI tell services apart on the shared
@@ -100,15 +108,18 @@ fn destination_rule_policy(p: &TrafficPolicy) -> Option<istio::TrafficPolicy> {
         failover_priority: l.failover_priority.clone(),
         enabled: l.enabled,
     });
-    let outlier = p.outlier_detection.as_ref().map(|o| istio::OutlierDetection {
-        consecutive_5xx_errors: o.consecutive_5xx_errors,
-        consecutive_gateway_errors: o.consecutive_gateway_errors,
-        interval: o.interval.clone(),
-        base_ejection_time: o.base_ejection_time.clone(),
-        max_ejection_percent: o.max_ejection_percent,
-        min_health_percent: o.min_health_percent,
-        ..Default::default()
-    });
+    let outlier = p
+        .outlier_detection
+        .as_ref()
+        .map(|o| istio::OutlierDetection {
+            consecutive_5xx_errors: o.consecutive_5xx_errors,
+            consecutive_gateway_errors: o.consecutive_gateway_errors,
+            interval: o.interval.clone(),
+            base_ejection_time: o.base_ejection_time.clone(),
+            max_ejection_percent: o.max_ejection_percent,
+            min_health_percent: o.min_health_percent,
+            ..Default::default()
+        });
     let pool = p.connection_pool.as_ref().map(|c| ConnectionPoolSettings {
         tcp: c.tcp.as_ref().map(|t| TcpSettings {
             max_connections: t.max_connections,
@@ -171,7 +182,10 @@ fn publish(p: &Published<'_>, out: &mut Vec<IstioObject>) {
                 metadata: meta(
                     &name,
                     p.namespace,
-                    &[(sel_key, sel_value), (crate::placement::CLUSTER_LABEL, cname)],
+                    &[
+                        (sel_key, sel_value),
+                        (crate::placement::CLUSTER_LABEL, cname),
+                    ],
                 ),
                 spec: WorkloadEntrySpec {
                     address: Some(gw.address.clone()),

@@ -1,0 +1,341 @@
+//! `causeway controller` with `apply`, `get` and `delete` against it, as a user runs them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A running controller, killed on drop.
+struct Controller {
+    child: Child,
+    url: String,
+    data_dir: PathBuf,
+}
+
+impl Controller {
+    fn start(data_dir: &Path) -> Controller {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_causeway"))
+            .args(["controller", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("http://") {
+                    let url: String = line[i..].split_whitespace().next().unwrap().to_owned();
+                    let _ = tx.send(url);
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("controller did not report its address");
+        Controller {
+            child,
+            url,
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    fn causeway(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_causeway"))
+            .args(args)
+            .env("CAUSEWAY_SERVER", &self.url)
+            .env("CAUSEWAY_DATA_DIR", &self.data_dir)
+            .env_remove("CAUSEWAY_TOKEN")
+            .current_dir(repo())
+            .output()
+            .unwrap()
+    }
+
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// A raw HTTP/1.1 request; returns status and body.
+    fn http(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String) {
+        let addr = self.url.trim_start_matches("http://");
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let body = body.unwrap_or("");
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let code = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = resp
+            .split_once("\r\n\r\n")
+            .map(|x| x.1.to_owned())
+            .unwrap_or_default();
+        (code, body)
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn apply_get_delete_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Controller::start(dir.path());
+
+    let out = c.causeway(&["apply", "-f", "deploy/examples/"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    for want in [
+        "cluster.causeway.io/c1 created",
+        "cluster.causeway.io/c3 created",
+        "accesspoint.causeway.io/shop created",
+        "nameservice.causeway.io/shop-global created",
+        "externalservice.causeway.io/payments created",
+    ] {
+        assert!(
+            lines.iter().any(|l| l == want),
+            "{want} missing in {lines:?}"
+        );
+    }
+    // Idempotent: a second apply changes nothing.
+    let out = c.causeway(&["apply", "-f", "deploy/examples/"]);
+    assert!(
+        stdout(&out).lines().all(|l| l.ends_with(" unchanged")),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = c.causeway(&["get", "clusters"]);
+    let table = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "REGION", "ZONE", "ROLE", "PHASE", "PROXIES", "AGE"]
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("c3") && l.contains("us-east") && l.contains("Gateway")),
+        "{table}"
+    );
+
+    let out = c.causeway(&["get", "ap", "shop", "-n", "retail", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["spec"]["hosts"][0], "shop.example.com");
+    assert_eq!(v["metadata"]["generation"], 1);
+
+    // An invalid change is refused with its field path and nothing is stored.
+    let bad = dir.path().join("bad.yaml");
+    let mut text =
+        std::fs::read_to_string(repo().join("deploy/examples/02-accesspoint-shop.yaml")).unwrap();
+    text = text.replace(
+        "- {name: http, port: 80, protocol: HTTP}",
+        "- {name: http, port: 443, protocol: HTTP}",
+    );
+    std::fs::write(&bad, text).unwrap();
+    let out = c.causeway(&["apply", "-f", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("AccessPoint/shop: spec.listeners[1].port: port 443 is already used"),
+        "{}",
+        stdout(&out)
+    );
+    let out = c.causeway(&["get", "ap", "shop", "-n", "retail", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["spec"]["listeners"][0]["port"], 80,
+        "the invalid object must not be stored"
+    );
+
+    let out = c.causeway(&["delete", "accesspoint", "vault", "-n", "security"]);
+    assert_eq!(
+        stdout(&out).trim(),
+        "accesspoints.causeway.io \"vault\" deleted"
+    );
+    let out = c.causeway(&["get", "ap", "vault", "-n", "security"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("NotFound"), "{}", stderr(&out));
+
+    // A restart with the same data directory loses nothing.
+    drop(c);
+    let c = Controller::start(dir.path());
+    let out = c.causeway(&["get", "ap", "-A", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["shop"]);
+}
+
+#[test]
+fn api_refuses_bad_tokens_invalid_objects_and_stale_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Controller::start(dir.path());
+    let token = c.token();
+    assert_eq!(token.len(), 64);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "token must be private");
+    }
+    let path = "/apis/causeway.io/v1alpha1/clusters/c1";
+    let (code, body) = c.http("GET", path, None, None);
+    assert_eq!(code, 401, "{body}");
+    let (code, _) = c.http("GET", path, Some("wrong"), None);
+    assert_eq!(code, 401);
+
+    let cluster = r#"{"apiVersion":"causeway.io/v1alpha1","kind":"Cluster","metadata":{"name":"c1"},
+        "spec":{"locality":{"region":"us-west"},"gateways":[{"address":"127.0.1.1","ports":{"http":70000}}]}}"#;
+    let (code, body) = c.http("PUT", path, Some(&token), Some(cluster));
+    assert_eq!(code, 422, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(status["reason"], "Invalid");
+    assert_eq!(
+        status["details"]["causes"][0]["field"],
+        "spec.gateways[0].ports.http"
+    );
+    let (code, _) = c.http("GET", path, Some(&token), None);
+    assert_eq!(code, 404, "an invalid object is never stored");
+
+    let good = cluster.replace("70000", "8080");
+    let (code, body) = c.http("PUT", path, Some(&token), Some(&good));
+    assert_eq!(code, 201, "{body}");
+    let stored: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let rv = stored["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A write based on an old version conflicts.
+    let newer = good.replace("us-west", "us-east");
+    let (code, _) = c.http("PUT", path, Some(&token), Some(&newer));
+    assert_eq!(code, 200);
+    let stale = newer.replace(
+        r#""name":"c1"}"#,
+        &format!(r#""name":"c1","resourceVersion":"{rv}"}}"#),
+    );
+    let (code, body) = c.http("PUT", path, Some(&token), Some(&stale));
+    assert_eq!(code, 409, "{body}");
+
+    // The body may not name another object than the URL.
+    let (code, body) = c.http(
+        "PUT",
+        "/apis/causeway.io/v1alpha1/clusters/c2",
+        Some(&token),
+        Some(&good),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("metadata.name"), "{body}");
+
+    // Unknown kinds are 404 with the list of served ones.
+    let (code, body) = c.http("GET", "/apis/causeway.io/v1alpha1/pods", Some(&token), None);
+    assert_eq!(code, 404);
+    assert!(body.contains("accesspoints"), "{body}");
+
+    // Label selectors filter lists.
+    let (code, body) = c.http(
+        "GET",
+        "/apis/causeway.io/v1alpha1/clusters?labelSelector=env%3Dprod",
+        Some(&token),
+        None,
+    );
+    assert_eq!(code, 200);
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 0);
+
+    // A wrong token on the CLI says what to do.
+    let out = Command::new(env!("CARGO_BIN_EXE_causeway"))
+        .args(["get", "clusters", "--server", &c.url, "--token", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("refused the token"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn watch_streams_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Controller::start(dir.path());
+    let token = c.token();
+    let addr = c.url.trim_start_matches("http://").to_owned();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    write!(
+        s,
+        "GET /apis/causeway.io/v1alpha1/clusters?watch=true HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // Read until the response head arrives, so the watch is registered before the write.
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 4096];
+    while !seen.contains("\r\n\r\n") && Instant::now() < deadline {
+        if let Ok(n) = s.read(&mut buf) {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    let out = c.causeway(&["apply", "-f", "deploy/examples/01-clusters.yaml"]);
+    assert!(out.status.success());
+    while !(seen.contains(r#""type":"ADDED""#) && seen.contains(r#""name":"c3""#))
+        && Instant::now() < deadline
+    {
+        if let Ok(n) = s.read(&mut buf) {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    assert!(
+        seen.contains(r#""name":"c3""#),
+        "no ADDED event for c3 within 10s:\n{seen}"
+    );
+}
