@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod client;
 mod controller;
 mod crds;
+mod gateway;
 mod objects;
 mod validate;
 
@@ -98,6 +99,8 @@ enum Command {
         #[command(flatten)]
         server: client::ServerArgs,
     },
+    /// Run the L7 gateway from a static configuration file (see docs/gateway.md).
+    Gateway(gateway::Args),
     /// Print the version.
     Version,
 }
@@ -122,6 +125,7 @@ fn main() -> ExitCode {
             quiet,
         } => validate::run(&files, recursive, quiet),
         Command::Crds { out_dir, reference } => crds::run(out_dir.as_deref(), reference),
+        Command::Gateway(args) => gateway::run(args),
         Command::Controller(args) => block_on(controller::run(args)),
         Command::Apply {
             files,

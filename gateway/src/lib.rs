@@ -4,12 +4,20 @@
 //! - [`route`]: HTTP routing as a pure function of configuration and request head;
 //! - [`sni`]: ClientHello SNI peeking for TLS passthrough;
 //! - [`tls`]: per-SNI server certificates and upstream TLS origination (rustls, ring);
-//! - [`proxy`]: listeners, the HTTP proxy, passthrough and TCP forwarding.
+//! - [`proxy`]: listeners, the HTTP proxy, passthrough and TCP forwarding, upstream pools;
+//! - [`admin`]: `/ready`, `/config_dump`, `/stats/prometheus`, `/logging`;
+//! - [`metrics`]: the Prometheus metrics;
+//! - [`app`]: the process around them — file watching, SIGHUP reload, SIGTERM drain.
 
+pub mod admin;
+pub mod app;
 pub mod config;
+pub mod metrics;
 pub mod proxy;
 pub mod route;
 pub mod sni;
 pub mod tls;
 
+pub use app::{Options, RunError, Running, run, start};
 pub use config::{Config, ConfigError};
+pub use proxy::{Gateway, Limits};

@@ -428,3 +428,44 @@ clusters: [{name: x, endpoints: ["127.0.0.1:1"]}]
         );
     }
 }
+
+/// The complete example of docs/gateway.md loads, with real certificates put where it points.
+#[test]
+fn documented_example_loads() {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/gateway.md"),
+    )
+    .unwrap();
+    let start = doc.find("```yaml\n").unwrap() + "```yaml\n".len();
+    let yaml = &doc[start..];
+    let yaml = &yaml[..yaml.find("```").unwrap()];
+    let ca = ca();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    for (name, sans) in [
+        ("shop", vec!["shop.example.com"]),
+        ("wildcard", vec!["*.example.com"]),
+        ("client", vec!["client.example.com"]),
+    ] {
+        let (c, k) = leaf(&ca, &sans);
+        std::fs::write(dir.path().join(format!("certs/{name}.crt")), c).unwrap();
+        std::fs::write(dir.path().join(format!("certs/{name}.key")), k).unwrap();
+    }
+    std::fs::write(dir.path().join("certs/payments-ca.pem"), &ca.pem).unwrap();
+    let (c, k) = leaf(&ca, &["default.example.com"]);
+    let yaml = yaml
+        .replace(
+            "        -----BEGIN CERTIFICATE-----\n        ...\n",
+            &format!("{}\n", indent(&c, 8)),
+        )
+        .replace(
+            "        -----BEGIN PRIVATE KEY-----\n        ...\n",
+            &format!("{}\n", indent(&k, 8)),
+        );
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.listeners.len(), 5);
+    assert_eq!(c.virtual_hosts[0].routes.len(), 5);
+    assert_eq!(c.clusters.len(), 5);
+}

@@ -1,0 +1,145 @@
+//! Prometheus metrics of the gateway, served by the admin server at `/stats/prometheus`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of a finished HTTP request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Listener name.
+    pub listener: String,
+    /// Route name, empty when nothing matched.
+    pub route: String,
+    /// Upstream cluster, empty for local answers.
+    pub cluster: String,
+    /// Response status code.
+    pub code: u16,
+}
+
+/// Labels of per-listener series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// Listener name.
+    pub listener: String,
+}
+
+/// Labels of per-cluster series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ClusterLabels {
+    /// Cluster name.
+    pub cluster: String,
+}
+
+/// Every metric the gateway keeps.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Requests by listener, route, cluster and code.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Request duration (head received → response body sent) by listener.
+    pub request_duration: Family<ListenerLabels, Histogram>,
+    /// Open downstream connections by listener.
+    pub active_connections: Family<ListenerLabels, Gauge>,
+    /// Accepted downstream connections by listener.
+    pub connections: Family<ListenerLabels, Counter>,
+    /// Upstream requests in flight by cluster.
+    pub upstream_active: Family<ClusterLabels, Gauge>,
+    /// Upstream connect or protocol failures by cluster.
+    pub upstream_failures: Family<ClusterLabels, Counter>,
+    /// Configuration reloads that were applied.
+    pub reloads: Counter,
+    /// Configuration reloads that were refused.
+    pub reload_failures: Counter,
+    registry: Registry,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_duration = Family::<ListenerLabels, Histogram>::new_with_constructor(
+            duration_histogram as fn() -> Histogram,
+        );
+        let active_connections = Family::<ListenerLabels, Gauge>::default();
+        let connections = Family::<ListenerLabels, Counter>::default();
+        let upstream_active = Family::<ClusterLabels, Gauge>::default();
+        let upstream_failures = Family::<ClusterLabels, Counter>::default();
+        let reloads = Counter::default();
+        let reload_failures = Counter::default();
+        let mut registry = Registry::with_prefix("causeway_gateway");
+        registry.register(
+            "requests",
+            "HTTP requests by listener, route, cluster and status code",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "HTTP request duration from request head to end of response body",
+            request_duration.clone(),
+        );
+        registry.register(
+            "active_connections",
+            "Open downstream connections",
+            active_connections.clone(),
+        );
+        registry.register(
+            "downstream_connections",
+            "Accepted downstream connections",
+            connections.clone(),
+        );
+        registry.register(
+            "upstream_requests_active",
+            "Upstream requests in flight",
+            upstream_active.clone(),
+        );
+        registry.register(
+            "upstream_failures",
+            "Upstream connect, TLS or protocol failures",
+            upstream_failures.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Applied configuration reloads",
+            reloads.clone(),
+        );
+        registry.register(
+            "config_reload_failures",
+            "Refused configuration reloads",
+            reload_failures.clone(),
+        );
+        Metrics {
+            requests,
+            request_duration,
+            active_connections,
+            connections,
+            upstream_active,
+            upstream_failures,
+            reloads,
+            reload_failures,
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

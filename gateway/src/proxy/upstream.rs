@@ -1,0 +1,347 @@
+//! Upstream clusters: endpoint choice, pooled keep-alive connections and TLS origination.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Uri;
+use http_body_util::combinators::BoxBody;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::config::{Cluster, Endpoint, LbPolicy, UpstreamProtocol};
+use crate::tls::{self, TlsError};
+
+/// The request body type sent upstream.
+pub type UpstreamBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// How long an idle pooled connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A cluster ready to take requests.
+#[derive(Debug)]
+pub struct UpstreamCluster {
+    /// Its configuration.
+    pub config: Cluster,
+    client: Client<Connector, UpstreamBody>,
+    next: AtomicUsize,
+    active: Vec<AtomicUsize>,
+}
+
+/// Why connecting upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Connect (or handshake) took longer than the cluster's connect timeout.
+    #[error("connect to {0} timed out after {1:?}")]
+    Timeout(String, Duration),
+    /// DNS found nothing.
+    #[error("DNS lookup of {0} failed: {1}")]
+    Resolve(String, io::Error),
+    /// TCP connect failed.
+    #[error("connect to {0} failed: {1}")]
+    Connect(String, io::Error),
+    /// The TLS handshake failed (certificate verification included).
+    #[error("TLS handshake with {0} failed: {1}")]
+    Tls(String, io::Error),
+    /// The URI carried no authority (an internal error).
+    #[error("upstream URI {0} has no authority")]
+    NoAuthority(String),
+}
+
+/// Connects to the endpoint named in the URI's authority, with TLS when the cluster originates
+/// it.
+#[derive(Clone, Debug)]
+pub struct Connector {
+    timeout: Duration,
+    tls: Option<(Arc<ClientConfig>, Option<String>)>,
+}
+
+/// A plain or TLS upstream connection.
+#[derive(Debug)]
+pub enum UpstreamStream {
+    /// Clear text.
+    Plain(TcpStream),
+    /// TLS originated by the gateway.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Connection for UpstreamStream {
+    fn connected(&self) -> Connected {
+        match self {
+            UpstreamStream::Plain(_) => Connected::new(),
+            UpstreamStream::Tls(t) => {
+                if t.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    Connected::new().negotiated_h2()
+                } else {
+                    Connected::new()
+                }
+            }
+        }
+    }
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamStream::Plain(s) => s.is_write_vectored(),
+            UpstreamStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// Resolves `host:port` (an IP literal needs no lookup) and connects with a deadline.
+pub async fn connect_tcp(authority: &str, timeout: Duration) -> Result<TcpStream, ConnectError> {
+    let attempt = async {
+        let addrs: Vec<std::net::SocketAddr> = match authority.parse() {
+            Ok(a) => vec![a],
+            Err(_) => tokio::net::lookup_host(authority)
+                .await
+                .map_err(|e| ConnectError::Resolve(authority.to_owned(), e))?
+                .collect(),
+        };
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "no addresses");
+        for a in addrs {
+            match TcpStream::connect(a).await {
+                Ok(s) => {
+                    // Small requests and responses must not wait for Nagle.
+                    let _ = s.set_nodelay(true);
+                    return Ok(s);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(ConnectError::Connect(authority.to_owned(), last))
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| ConnectError::Timeout(authority.to_owned(), timeout))?
+}
+
+impl Connector {
+    async fn connect(self, uri: Uri) -> Result<UpstreamStream, ConnectError> {
+        let authority = uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .ok_or_else(|| ConnectError::NoAuthority(uri.to_string()))?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let tcp = connect_tcp(&authority, self.timeout).await?;
+        let Some((cfg, sni)) = self.tls else {
+            return Ok(UpstreamStream::Plain(tcp));
+        };
+        let host = match sni {
+            Some(s) => s,
+            None => crate::route::split_host_port(&authority)
+                .0
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+        };
+        let name = ServerName::try_from(host.clone()).map_err(|e| {
+            ConnectError::Tls(
+                authority.clone(),
+                io::Error::new(io::ErrorKind::InvalidInput, e),
+            )
+        })?;
+        let tls = tokio::time::timeout_at(deadline, TlsConnector::from(cfg).connect(name, tcp))
+            .await
+            .map_err(|_| ConnectError::Timeout(authority.clone(), self.timeout))?
+            .map_err(|e| ConnectError::Tls(format!("{authority} (SNI {host})"), e))?;
+        Ok(UpstreamStream::Tls(Box::new(tls)))
+    }
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<UpstreamStream>;
+    type Error = ConnectError;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<TokioIo<UpstreamStream>, ConnectError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.connect(uri).await.map(TokioIo::new) })
+    }
+}
+
+impl UpstreamCluster {
+    /// Builds the cluster's connection pool.
+    pub fn new(config: &Cluster) -> Result<UpstreamCluster, TlsError> {
+        let h2 = config.protocol == UpstreamProtocol::Http2;
+        let tls = match &config.tls {
+            Some(t) => Some((tls::client_config(t, h2)?, t.sni.clone())),
+            None => None,
+        };
+        let connector = Connector {
+            timeout: config.connect_timeout,
+            tls,
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .http2_only(h2)
+            .set_host(false)
+            .build(connector);
+        Ok(UpstreamCluster {
+            config: config.clone(),
+            client,
+            next: AtomicUsize::new(0),
+            active: config
+                .endpoints
+                .iter()
+                .map(|_| AtomicUsize::new(0))
+                .collect(),
+        })
+    }
+
+    /// The pooled client.
+    pub fn client(&self) -> &Client<Connector, UpstreamBody> {
+        &self.client
+    }
+
+    /// Picks an endpoint by the cluster's policy; `roll` is a random number.
+    pub fn pick(&self, roll: u64) -> Option<(usize, &Endpoint)> {
+        let n = self.config.endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        let i = match self.config.lb {
+            LbPolicy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % n,
+            LbPolicy::Random => (roll % n as u64) as usize,
+            LbPolicy::LeastRequest => {
+                // Power of two choices: nearly as good as a full scan, O(1), no herding.
+                let a = (roll % n as u64) as usize;
+                let b = ((roll >> 32) % n as u64) as usize;
+                let load = |i: usize| self.active.get(i).map_or(0, |c| c.load(Ordering::Relaxed));
+                if load(b) < load(a) { b } else { a }
+            }
+        };
+        self.config.endpoints.get(i).map(|e| (i, e))
+    }
+
+    /// Counts a request in flight on endpoint `i` until the guard drops.
+    pub fn track(self: &Arc<Self>, i: usize) -> ActiveGuard {
+        if let Some(c) = self.active.get(i) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        ActiveGuard {
+            cluster: self.clone(),
+            index: i,
+        }
+    }
+}
+
+/// Decrements an endpoint's in-flight count when dropped.
+#[derive(Debug)]
+pub struct ActiveGuard {
+    cluster: Arc<UpstreamCluster>,
+    index: usize,
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.cluster.active.get(self.index) {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A fast, non-cryptographic random number (load balancing and weights only).
+pub fn random() -> u64 {
+    use std::cell::Cell;
+    use std::hash::{BuildHasher, Hasher};
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(0x5eed);
+            h.finish() | 1
+        });
+    }
+    STATE.with(|s| {
+        // xorshift64*
+        let mut x = s.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        s.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    })
+}
+
+/// A random request id in UUID v4 form.
+pub fn request_id() -> String {
+    let a = random();
+    let b = random();
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0x0fff,
+        0x8000 | (b >> 48) & 0x3fff,
+        b & 0xffff_ffff_ffff
+    )
+}

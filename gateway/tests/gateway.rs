@@ -1,0 +1,652 @@
+//! End-to-end tests of the gateway: started in process on loopback, with in-process backends,
+//! driven by the real curl binary and a hyper client.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "gateway/support.rs"]
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+fn clusters(list: &[(&str, std::net::SocketAddr)]) -> String {
+    let mut out = String::from("clusters:\n");
+    for (name, addr) in list {
+        out.push_str(&format!("- {{name: {name}, endpoints: [\"{addr}\"]}}\n"));
+    }
+    out
+}
+
+/// IG-01: host and wildcard routing; a raw-IP Host gets 404. HTTP/1.1 and h2c with curl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ig01_host_and_wildcard_routing_with_curl() {
+    let v1 = backend("v1").await;
+    let v2 = backend("v2").await;
+    let yaml = format!(
+        r#"
+listeners:
+- {{name: http, address: "127.0.0.1:0", protocol: HTTP}}
+virtualHosts:
+- name: shop
+  domains: [shop.example.com]
+  routes: [{{route: {{cluster: v1}}}}]
+- name: wild
+  domains: ["*.example.com"]
+  routes: [{{route: {{cluster: v2}}}}]
+{}"#,
+        clusters(&[("v1", v1), ("v2", v2)])
+    );
+    let gw = start(&yaml).await;
+    let port = gw.addr("http").port();
+    let url = format!("http://shop.example.com:{port}/hello?x=1");
+    let resolve = format!("shop.example.com:{port}:127.0.0.1");
+    let r = curl(&["--resolve", &resolve, &url]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.body.starts_with("v1 GET /hello?x=1 HTTP/1.1"),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.http_version, "1.1");
+
+    let r = curl(&[
+        "-H",
+        "Host: www.example.com",
+        &format!("http://127.0.0.1:{port}/"),
+    ])
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.starts_with("v2 "), "{}", r.body);
+
+    // h2c with prior knowledge reaches the same routes.
+    let r = curl(&["--http2-prior-knowledge", "--resolve", &resolve, &url]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.http_version, "2");
+    assert!(r.body.starts_with("v1 GET /hello?x=1"), "{}", r.body);
+
+    // A raw IP as Host matches no virtual host.
+    let r = curl(&[&format!("http://127.0.0.1:{port}/")]).await;
+    assert_eq!(r.status, 404, "{r:?}");
+}
+
+/// IG-02: HTTPS with per-SNI certificates (exact, wildcard, default), verified by curl with
+/// --cacert; HTTP/2 negotiated by ALPN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ig02_https_sni_certificates_with_curl() {
+    let v1 = backend("v1").await;
+    let ca_shop = Ca::new("shop CA");
+    let ca_wild = Ca::new("wildcard CA");
+    let ca_default = Ca::new("default CA");
+    let (shop_cert, shop_key) = ca_shop.leaf(&["shop.example.com"]);
+    let (wild_cert, wild_key) = ca_wild.leaf(&["*.example.org"]);
+    let (def_cert, def_key) = ca_default.leaf(&["fallback.test"]);
+    let dir = tempfile::tempdir().unwrap();
+    for (name, pem) in [
+        ("shop.crt", &shop_cert),
+        ("shop.key", &shop_key),
+        ("wild.crt", &wild_cert),
+        ("wild.key", &wild_key),
+        ("def.crt", &def_cert),
+        ("def.key", &def_key),
+        ("ca-shop.pem", &ca_shop.pem),
+        ("ca-wild.pem", &ca_wild.pem),
+        ("ca-default.pem", &ca_default.pem),
+    ] {
+        std::fs::write(dir.path().join(name), pem).unwrap();
+    }
+    let p = |f: &str| dir.path().join(f).display().to_string();
+    let yaml = format!(
+        r#"
+listeners:
+- name: https
+  address: "127.0.0.2:0"
+  protocol: HTTPS
+  tls:
+    certificates:
+    - {{serverNames: [shop.example.com], certFile: "{}", keyFile: "{}"}}
+    - {{serverNames: ["*.example.org"], certFile: "{}", keyFile: "{}"}}
+    - {{default: true, certFile: "{}", keyFile: "{}"}}
+virtualHosts:
+- name: all
+  domains: ["*"]
+  routes: [{{route: {{cluster: v1}}}}]
+{}"#,
+        p("shop.crt"),
+        p("shop.key"),
+        p("wild.crt"),
+        p("wild.key"),
+        p("def.crt"),
+        p("def.key"),
+        clusters(&[("v1", v1)])
+    );
+    let gw = start(&yaml).await;
+    let port = gw.addr("https").port();
+    let fetch = |host: &'static str, ca: String, extra: &'static [&'static str]| {
+        let resolve = format!("{host}:{port}:127.0.0.2");
+        let url = format!("https://{host}:{port}/tls");
+        async move {
+            let mut args = vec!["--resolve", &resolve, "--cacert", &ca];
+            args.extend_from_slice(extra);
+            args.push(&url);
+            curl(&args).await
+        }
+    };
+    let r = fetch("shop.example.com", p("ca-shop.pem"), &[]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.http_version, "2", "ALPN h2 by default");
+    assert!(r.body.starts_with("v1 GET /tls"), "{}", r.body);
+    assert!(r.body.contains("x-forwarded-proto: https"), "{}", r.body);
+
+    let r = fetch("a.example.org", p("ca-wild.pem"), &["--http1.1"]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.http_version, "1.1");
+
+    // The shop certificate is not trusted under the wildcard CA: proves which cert was chosen.
+    let r = fetch("shop.example.com", p("ca-wild.pem"), &[]).await;
+    assert_eq!(
+        r.exit, 60,
+        "curl: peer certificate cannot be authenticated: {}",
+        r.stderr
+    );
+
+    // Unknown SNI gets the default certificate (curl then rejects the name mismatch, but the
+    // chain verifies against the default CA: error 60 is name, not issuer).
+    let r = fetch("unknown.test", p("ca-default.pem"), &["-k"]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+/// TM-01 and TM-02: an 80/20 split over 1,000 requests, and a header route ahead of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tm01_weighted_split_and_tm02_header_route() {
+    let v1 = backend("v1").await;
+    let v2 = backend("v2").await;
+    let yaml = format!(
+        r#"
+listeners:
+- {{name: http, address: "127.0.0.1:0", protocol: HTTP}}
+virtualHosts:
+- name: shop
+  domains: [shop.example.com]
+  routes:
+  - name: canary
+    match: {{headers: [{{name: x-version, exact: v2}}]}}
+    route: {{cluster: v2}}
+  - name: split
+    route: {{clusters: [{{name: v1, weight: 80}}, {{name: v2, weight: 20}}]}}
+{}"#,
+        clusters(&[("v1", v1), ("v2", v2)])
+    );
+    let gw = start(&yaml).await;
+    let addr = gw.addr("http");
+    let c = client();
+    let mut v1_count = 0;
+    for _ in 0..1000 {
+        let (status, headers, _) = get(&c, addr, "shop.example.com", "/", &[]).await;
+        assert_eq!(status, 200);
+        if headers["x-backend"] == "v1" {
+            v1_count += 1;
+        }
+    }
+    // Binomial(1000, 0.8) has sd ≈ 12.6: ±60 is beyond 4.5 sd.
+    assert!((740..=860).contains(&v1_count), "v1 got {v1_count} of 1000");
+    for _ in 0..20 {
+        let (status, headers, _) =
+            get(&c, addr, "shop.example.com", "/", &[("x-version", "v2")]).await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["x-backend"], "v2");
+    }
+}
+
+/// TM-04 / EG-01: a route timeout gives 504 `upstream request timeout`; a dead upstream 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tm04_route_timeout_and_unreachable_upstream() {
+    let slow = backend("slow").await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let yaml = format!(
+        r#"
+listeners:
+- {{name: http, address: "127.0.0.1:0", protocol: HTTP}}
+virtualHosts:
+- name: shop
+  domains: ["*"]
+  routes:
+  - match: {{path: {{prefix: /dead}}}}
+    route: {{cluster: dead}}
+  - route: {{cluster: slow, timeout: 200ms}}
+{}"#,
+        clusters(&[("slow", slow), ("dead", dead)])
+    );
+    let gw = start(&yaml).await;
+    let port = gw.addr("http").port();
+    let r = curl(&[&format!("http://127.0.0.1:{port}/delay/3000")]).await;
+    assert_eq!(r.status, 504, "{r:?}");
+    assert_eq!(r.body, "upstream request timeout");
+    let r = curl(&[&format!("http://127.0.0.1:{port}/delay/10")]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = curl(&[&format!("http://127.0.0.1:{port}/dead")]).await;
+    assert_eq!(r.status, 503, "{r:?}");
+}
+
+/// Redirects, direct responses, httpsRedirect, rewrites and header edits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_answers_rewrites_and_header_edits() {
+    let v1 = backend("v1").await;
+    let yaml = format!(
+        r#"
+listeners:
+- {{name: http, address: "127.0.0.1:0", protocol: HTTP}}
+- {{name: redirect, address: "127.0.0.2:0", protocol: HTTP, httpsRedirect: true}}
+virtualHosts:
+- name: shop
+  domains: [shop.example.com]
+  routes:
+  - match: {{path: {{exact: /healthz}}}}
+    directResponse: {{status: 200, body: "ok"}}
+  - match: {{path: {{prefix: /old/}}}}
+    redirect: {{path: /new, responseCode: 302}}
+  - match: {{path: {{prefix: /api/}}}}
+    route: {{cluster: v1, prefixRewrite: /v2/, hostRewrite: internal.shop}}
+    requestHeaders: {{set: {{x-from: gateway}}, remove: [x-secret]}}
+    responseHeaders: {{add: {{x-served-by: causeway}}, remove: [x-backend]}}
+{}"#,
+        clusters(&[("v1", v1)])
+    );
+    let gw = start(&yaml).await;
+    let port = gw.addr("http").port();
+    let base = format!("http://127.0.0.1:{port}");
+    let host = "Host: shop.example.com";
+    let r = curl(&["-H", host, &format!("{base}/healthz")]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+    let r = curl(&["-H", host, &format!("{base}/old/x?q=1")]).await;
+    assert_eq!(r.status, 302);
+    assert!(
+        r.headers
+            .contains("location: http://shop.example.com/new?q=1"),
+        "{}",
+        r.headers
+    );
+    let r = curl(&[
+        "-H",
+        host,
+        "-H",
+        "x-secret: s",
+        &format!("{base}/api/users?id=7"),
+    ])
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.starts_with("v1 GET /v2/users?id=7 "), "{}", r.body);
+    assert!(r.body.contains("host: internal.shop\n"), "{}", r.body);
+    assert!(r.body.contains("x-from: gateway\n"), "{}", r.body);
+    assert!(!r.body.contains("x-secret"), "{}", r.body);
+    assert!(r.headers.contains("x-served-by: causeway"), "{}", r.headers);
+    assert!(!r.headers.contains("x-backend"), "{}", r.headers);
+    // No matching route on a known host: 404.
+    let r = curl(&["-H", host, &format!("{base}/nothing")]).await;
+    assert_eq!(r.status, 404);
+
+    let rport = gw.addr("redirect").port();
+    let r = curl(&[
+        "-H",
+        "Host: shop.example.com:8080",
+        &format!("http://127.0.0.2:{rport}/a?b=1"),
+    ])
+    .await;
+    assert_eq!(r.status, 301);
+    assert!(
+        r.headers
+            .contains("location: https://shop.example.com/a?b=1"),
+        "{}",
+        r.headers
+    );
+}
+
+/// Proxy hygiene: forwarding headers, request ids, hop-by-hop stripping, size limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_hygiene_headers_and_limits() {
+    let v1 = backend("v1").await;
+    let yaml = format!(
+        r#"
+listeners:
+- {{name: http, address: "127.0.0.1:0", protocol: HTTP}}
+virtualHosts:
+- {{name: all, domains: ["*"], routes: [{{route: {{cluster: v1}}}}]}}
+{}"#,
+        clusters(&[("v1", v1)])
+    );
+    let limits = causeway_gateway::Limits {
+        max_request_body: 1024,
+        max_header_bytes: 16 * 1024,
+        ..Default::default()
+    };
+    let gw = start_with(&yaml, limits).await;
+    let url = format!("http://127.0.0.1:{}/h", gw.addr("http").port());
+    let r = curl(&[
+        "-H",
+        "x-forwarded-for: 10.0.0.9",
+        "-H",
+        "Connection: keep-alive, x-drop",
+        "-H",
+        "x-drop: 1",
+        &url,
+    ])
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body.contains("x-forwarded-for: 10.0.0.9, 127.0.0.1\n"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("x-forwarded-proto: http\n"), "{}", r.body);
+    assert!(!r.body.contains("x-drop"), "{}", r.body);
+    let rid = r
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("a generated request id");
+    assert_eq!(rid.len(), 36, "{rid}");
+    // Hop-by-hop response headers of the backend are not passed on.
+    assert!(!r.headers.contains("keep-alive: timeout"), "{}", r.headers);
+    let r = curl(&["-H", "x-request-id: mine", &url]).await;
+    assert!(r.body.contains("x-request-id: mine\n"), "{}", r.body);
+
+    let big = "x".repeat(2000);
+    let r = curl(&["--data-binary", &big, &url]).await;
+    assert_eq!(r.status, 413, "{r:?}");
+    let r = curl(&["--data-binary", "small", &url]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("body-bytes: 5\n"), "{}", r.body);
+
+    let huge = format!("x-big: {}", "a".repeat(20 * 1024));
+    let r = curl(&["-H", &huge, &url]).await;
+    assert_eq!(r.status, 431, "{r:?}");
+}
+
+/// TLS passthrough: the client completes TLS with the upstream's own certificate; plain TCP
+/// forwarding next to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_by_sni_and_tcp() {
+    let ca = Ca::new("upstream CA");
+    let (cert, key) = ca.leaf(&["db.example.com"]);
+    let tls_up = tls_backend("db", &cert, &key, None).await;
+    let echo = tcp_echo("tcp").await;
+    let yaml = format!(
+        r#"
+listeners:
+- name: pass
+  address: "127.0.0.3:0"
+  protocol: TLS_PASSTHROUGH
+  sniRoutes: [{{serverNames: [db.example.com], cluster: db}}]
+- {{name: tcp, address: "127.0.0.4:0", protocol: TCP, cluster: echo}}
+{}"#,
+        clusters(&[("db", tls_up), ("echo", echo)])
+    );
+    let gw = start(&yaml).await;
+    let port = gw.addr("pass").port();
+    let ca_file = gw.dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let resolve = format!("db.example.com:{port}:127.0.0.3");
+    let r = curl(&[
+        "--resolve",
+        &resolve,
+        "--cacert",
+        ca_file.to_str().unwrap(),
+        &format!("https://db.example.com:{port}/through"),
+    ])
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.starts_with("db GET /through"), "{}", r.body);
+    // An SNI without a route is closed.
+    let resolve = format!("other.example.com:{port}:127.0.0.3");
+    let r = curl(&[
+        "-k",
+        "--resolve",
+        &resolve,
+        &format!("https://other.example.com:{port}/"),
+    ])
+    .await;
+    assert_ne!(r.exit, 0, "{r:?}");
+
+    let mut s = tokio::net::TcpStream::connect(gw.addr("tcp"))
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"tcp: ping");
+}
+
+/// Origination: plain HTTP in, TLS to the upstream verified against its CA; a wrong CA is a
+/// 503; MUTUAL presents a client certificate to a server that requires one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_origination_simple_mutual_and_wrong_ca() {
+    let server_ca = Ca::new("server CA");
+    let other_ca = Ca::new("other CA");
+    let client_ca = Ca::new("client CA");
+    let (cert, key) = server_ca.leaf(&["api.payments.example"]);
+    let simple = tls_backend("simple", &cert, &key, None).await;
+    let mutual = tls_backend("mutual", &cert, &key, Some(&client_ca.pem)).await;
+    let (ccert, ckey) = client_ca.leaf(&["gateway.client"]);
+    let yaml = format!(
+        r#"
+listeners:
+- {{name: http, address: "127.0.0.1:0", protocol: HTTP}}
+virtualHosts:
+- name: egress
+  domains: ["*"]
+  routes:
+  - match: {{path: {{prefix: /simple}}}}
+    route: {{cluster: simple}}
+  - match: {{path: {{prefix: /wrong-ca}}}}
+    route: {{cluster: wrong-ca}}
+  - match: {{path: {{prefix: /no-client-cert}}}}
+    route: {{cluster: no-client-cert}}
+  - route: {{cluster: mutual}}
+clusters:
+- name: simple
+  endpoints: ["{simple}"]
+  tls:
+    mode: SIMPLE
+    sni: api.payments.example
+    caPem: |
+{server_ca}
+- name: wrong-ca
+  endpoints: ["{simple}"]
+  tls:
+    mode: SIMPLE
+    sni: api.payments.example
+    caPem: |
+{other_ca}
+- name: no-client-cert
+  endpoints: ["{mutual}"]
+  tls:
+    mode: SIMPLE
+    sni: api.payments.example
+    caPem: |
+{server_ca}
+- name: mutual
+  endpoints: ["{mutual}"]
+  protocol: HTTP2
+  tls:
+    mode: MUTUAL
+    sni: api.payments.example
+    caPem: |
+{server_ca}
+    clientCertPem: |
+{ccert}
+    clientKeyPem: |
+{ckey}
+"#,
+        server_ca = indent(&server_ca.pem, 6),
+        other_ca = indent(&other_ca.pem, 6),
+        ccert = indent(&ccert, 6),
+        ckey = indent(&ckey, 6),
+    );
+    let gw = start(&yaml).await;
+    let base = format!("http://127.0.0.1:{}", gw.addr("http").port());
+    let r = curl(&[
+        "-H",
+        "Host: api.payments.example",
+        &format!("{base}/simple"),
+    ])
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.body.starts_with("simple GET /simple HTTP/1.1"),
+        "{}",
+        r.body
+    );
+    let r = curl(&[&format!("{base}/wrong-ca")]).await;
+    assert_eq!(r.status, 503, "{r:?}");
+    let r = curl(&[&format!("{base}/no-client-cert")]).await;
+    assert_eq!(r.status, 503, "{r:?}");
+    let r = curl(&[
+        "-H",
+        "Host: api.payments.example",
+        &format!("{base}/mutual"),
+    ])
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    // HTTP/2 upstream negotiated by ALPN.
+    assert!(
+        r.body.starts_with("mutual GET /mutual HTTP/2.0"),
+        "{}",
+        r.body
+    );
+}
+
+/// Admin: readiness, redacted config dump, Prometheus stats, log level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoints() {
+    let v1 = backend("v1").await;
+    let ca = Ca::new("admin CA");
+    let (cert, key) = ca.leaf(&["shop.example.com"]);
+    let yaml = format!(
+        r#"
+listeners:
+- {{name: http, address: "127.0.0.1:0", protocol: HTTP}}
+- name: https
+  address: "127.0.0.2:0"
+  protocol: HTTPS
+  tls:
+    certificates:
+    - serverNames: [shop.example.com]
+      certPem: |
+{cert}
+      keyPem: |
+{key}
+virtualHosts:
+- {{name: all, domains: ["*"], routes: [{{name: everything, route: {{cluster: v1}}}}]}}
+{}"#,
+        clusters(&[("v1", v1)]),
+        cert = indent(&cert, 8),
+        key = indent(&key, 8),
+    );
+    let gw = start(&yaml).await;
+    let admin = format!("http://{}", gw.admin());
+    let r = curl(&[&format!("{admin}/ready")]).await;
+    assert_eq!((r.status, r.body.trim()), (200, "LIVE"));
+    let r = curl(&[&format!("{admin}/config_dump")]).await;
+    assert_eq!(r.status, 200);
+    let dump: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(dump["listeners"][1]["protocol"], "HTTPS");
+    assert!(!r.body.contains("PRIVATE KEY"), "{}", r.body);
+    assert!(r.body.contains("[redacted]"));
+
+    let url = format!("http://127.0.0.1:{}/", gw.addr("http").port());
+    for _ in 0..3 {
+        assert_eq!(curl(&[&url]).await.status, 200);
+    }
+    let metrics_url = format!("{admin}/stats/prometheus");
+    // The request counter is updated when the response body finishes, just after curl sees it.
+    eventually("request metrics", Duration::from_secs(5), || {
+        let u = metrics_url.clone();
+        async move {
+            curl(&[&u]).await.body.contains(
+                "causeway_gateway_requests_total{listener=\"http\",route=\"everything\",cluster=\"v1\",code=\"200\"} 3",
+            )
+        }
+    })
+    .await;
+    let r = curl(&[&metrics_url]).await;
+    assert!(
+        r.body
+            .contains("causeway_gateway_request_duration_seconds_bucket{"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body
+            .contains("causeway_gateway_downstream_connections_total{listener=\"http\"}"),
+        "{}",
+        r.body
+    );
+    let r = curl(&["-X", "POST", &format!("{admin}/logging?level=debug")]).await;
+    assert_eq!(r.status, 501, "no log control wired in this test: {r:?}");
+    let r = curl(&[&format!("{admin}/nope")]).await;
+    assert_eq!(r.status, 404);
+}
+
+/// Hot reload: a changed file swaps routes; an invalid file is refused and the old config keeps
+/// serving; a kept listener keeps its socket and its open keep-alive connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_reload_swaps_routes_and_refuses_invalid_config() {
+    let v1 = backend("v1").await;
+    let v2 = backend("v2").await;
+    let config = |cluster: &str| {
+        format!(
+            r#"
+listeners:
+- {{name: http, address: "127.0.0.1:0", protocol: HTTP}}
+virtualHosts:
+- {{name: all, domains: ["*"], routes: [{{route: {{cluster: {cluster}}}}}]}}
+{}"#,
+            clusters(&[("v1", v1), ("v2", v2)])
+        )
+    };
+    let gw = start(&config("v1")).await;
+    let addr = gw.addr("http");
+    // One keep-alive connection for the whole test.
+    let c = client();
+    let (_, h, _) = get(&c, addr, "x", "/", &[]).await;
+    assert_eq!(h["x-backend"], "v1");
+
+    std::fs::write(gw.config_path(), config("v2")).unwrap();
+    eventually("reload to v2", Duration::from_secs(10), || {
+        let c = c.clone();
+        async move { get(&c, addr, "x", "/", &[]).await.1["x-backend"] == "v2" }
+    })
+    .await;
+    assert_eq!(gw.addr("http"), addr, "the listener kept its socket");
+
+    std::fs::write(
+        gw.config_path(),
+        "listeners: [{name: http, protocol: HTTPX}]",
+    )
+    .unwrap();
+    let failures = || {
+        let m = gw.running.gateway.metrics().encode();
+        m.contains("causeway_gateway_config_reload_failures_total 1")
+    };
+    eventually("refused reload", Duration::from_secs(10), || async {
+        failures()
+    })
+    .await;
+    let (status, h, _) = get(&c, addr, "x", "/", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(h["x-backend"], "v2", "old config still serving");
+
+    // SIGHUP-style trigger reloads too.
+    std::fs::write(gw.dir.path().join("other"), "").unwrap();
+    std::fs::write(gw.config_path(), config("v1")).unwrap();
+    gw.running.trigger_reload();
+    eventually("reload back to v1", Duration::from_secs(10), || {
+        let c = c.clone();
+        async move { get(&c, addr, "x", "/", &[]).await.1["x-backend"] == "v1" }
+    })
+    .await;
+}
