@@ -6,6 +6,7 @@
 //! fixed by `causeway-crds`.
 
 pub mod api;
+pub mod ipam;
 pub mod placement;
 pub mod run;
 pub mod store;

@@ -4,6 +4,9 @@
 //! The binary is `$CAUSEWAY_ETCD`, else `etcd` on `PATH`, else `/usr/bin/etcd`. When none
 //! exists the test fails (it does not skip): run `scripts/install-deps`.
 
+// Shared by several test binaries; each uses part of it.
+#![allow(dead_code)]
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
