@@ -118,8 +118,9 @@ pub struct State {
 }
 
 impl State {
-    /// Prepares routers, pools and TLS for `config`.
-    pub fn build(config: Config) -> Result<State, TlsError> {
+    /// Prepares routers, pools and TLS for `config`. Clusters identical to one of `previous`
+    /// keep its pool, so a reload does not cost every upstream connection.
+    pub fn build(config: Config, previous: Option<&State>) -> Result<State, TlsError> {
         let config = Arc::new(config);
         let mut routers = HashMap::new();
         let mut acceptors = HashMap::new();
@@ -151,7 +152,15 @@ impl State {
         }
         let mut clusters = HashMap::new();
         for (name, c) in &config.clusters {
-            clusters.insert(name.clone(), Arc::new(UpstreamCluster::new(c)?));
+            let reuse = previous
+                .and_then(|p| p.clusters.get(name))
+                .filter(|old| same_cluster(&old.config, c))
+                .cloned();
+            let cluster = match reuse {
+                Some(old) => old,
+                None => Arc::new(UpstreamCluster::new(c)?),
+            };
+            clusters.insert(name.clone(), cluster);
         }
         Ok(State {
             config,
@@ -160,6 +169,24 @@ impl State {
             acceptors,
             by_address,
         })
+    }
+}
+
+/// Whether two cluster definitions are the same, PEM contents included (the serialized form
+/// leaves them out).
+fn same_cluster(a: &crate::config::Cluster, b: &crate::config::Cluster) -> bool {
+    let pems = |c: &crate::config::Cluster| {
+        c.tls.as_ref().map(|t| {
+            (
+                t.ca.pem.clone(),
+                t.client_cert.as_ref().map(|p| p.pem.clone()),
+                t.client_key.as_ref().map(|k| k.0.pem.clone()),
+            )
+        })
+    };
+    match (serde_json::to_value(a), serde_json::to_value(b)) {
+        (Ok(x), Ok(y)) => x == y && pems(a) == pems(b),
+        _ => false,
     }
 }
 
@@ -185,6 +212,8 @@ struct Running {
 pub struct Gateway {
     shared: Arc<Shared>,
     listeners: Mutex<HashMap<SocketAddr, Running>>,
+    /// One reload at a time: two interleaved binds of the same new address would fail.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -200,7 +229,7 @@ impl Gateway {
         metrics: Arc<Metrics>,
         limits: Limits,
     ) -> Result<Arc<Gateway>, ApplyError> {
-        let state = State::build(config)?;
+        let state = State::build(config, None)?;
         let mut server = auto::Builder::new(TokioExecutor::new());
         server
             .http1()
@@ -233,6 +262,7 @@ impl Gateway {
                 drain,
             }),
             listeners: Mutex::new(HashMap::new()),
+            reloading: tokio::sync::Mutex::new(()),
         });
         gw.apply(state).await?;
         Ok(gw)
@@ -264,7 +294,9 @@ impl Gateway {
     /// Replaces the configuration. Nothing changes if it cannot be applied (a TLS error or an
     /// address that cannot be bound): the old configuration keeps serving.
     pub async fn reload(&self, config: Config) -> Result<(), ApplyError> {
-        let result = match State::build(config) {
+        let _one_at_a_time = self.reloading.lock().await;
+        let previous = self.shared.state.load_full();
+        let result = match State::build(config, Some(&previous)) {
             Ok(state) => self.apply(state).await,
             Err(e) => Err(e.into()),
         };

@@ -331,3 +331,32 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Everything the gateway logs in this test binary, for assertions on log lines.
+pub fn captured_logs() -> String {
+    use std::sync::{Mutex, OnceLock};
+    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    let buf = BUF.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let w = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter("info")
+            .with_writer(move || LogWriter(w.clone()))
+            .try_init();
+        buf
+    });
+    String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
+}
+
+struct LogWriter(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
