@@ -399,7 +399,7 @@ mod tests {
                 "10.240.0.1",
                 "shop.example.com,www.shop.example.com",
                 "Ready",
-                "120s"
+                "2m"
             ]
         );
         assert_eq!(encode("app in (a,b)"), "app%20in%20%28a%2Cb%29");
