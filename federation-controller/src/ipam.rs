@@ -409,7 +409,15 @@ impl Ipam {
                     claim_object(owner, pool.name(), address),
                     Expect::ResourceVersion(*rv),
                 ));
-                if old.address != address {
+                // Only if it is there: a claim whose allocation object went missing (outside
+                // interference) must still be able to move.
+                if old.address != address
+                    && self
+                        .store
+                        .get(&allocation_key(old.address))
+                        .await?
+                        .is_some()
+                {
                     writes.push(Write::Delete(allocation_key(old.address), Expect::Any));
                 }
             }

@@ -309,7 +309,8 @@ impl Store for EtcdStore {
             let end = prefix_end(&prefix);
             let mut client = self.client.clone();
             let mut list = ObjectList::default();
-            let mut start = prefix.into_bytes();
+            let mut start = prefix.clone().into_bytes();
+            let mut restarts = 0;
             // Every page is read at the first page's revision: the list is one consistent
             // snapshot, and a watch from its revision misses nothing.
             loop {
@@ -318,10 +319,19 @@ impl Store for EtcdStore {
                     options = options
                         .with_revision(i64::try_from(list.resource_version).unwrap_or(i64::MAX));
                 }
-                let resp = client
-                    .get(start.clone(), Some(options))
-                    .await
-                    .map_err(|e| self.err(&e))?;
+                let resp = match client.get(start.clone(), Some(options)).await {
+                    Ok(resp) => resp,
+                    // Compacted between two pages: start over at the current revision.
+                    Err(etcd_client::Error::GRpcStatus(status))
+                        if restarts < 5 && status.message().contains("has been compacted") =>
+                    {
+                        restarts += 1;
+                        list = ObjectList::default();
+                        start = prefix.clone().into_bytes();
+                        continue;
+                    }
+                    Err(e) => return Err(self.err(&e)),
+                };
                 if list.resource_version == 0 {
                     list.resource_version = resp.header().map_or(0, header_revision);
                 }
