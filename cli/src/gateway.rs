@@ -69,12 +69,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .concurrency
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .thread_name("causeway-gw")
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
+    // One worker: a current-thread runtime skips the work-stealing scheduler's cross-thread
+    // wake-ups, which is measurably faster (Pingora found the same).
+    let runtime = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name("causeway-gw")
+            .enable_all()
+            .build()
+    }
+    .context("starting the tokio runtime")?;
     let opts = causeway_gateway::Options {
         config_path: args.config,
         admin: Some(args.admin),

@@ -14,8 +14,8 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use super::Shared;
 use super::upstream::{UpstreamBody, random, request_id};
-use super::{Shared, is_hop_by_hop};
 use crate::config::{Action, HeaderEdits, Redirect};
 use crate::metrics::{ListenerLabels, RequestLabels};
 use crate::route::{self, Decision, RequestHead};
@@ -374,18 +374,15 @@ async fn forward(
     let Ok(uri) = uri.parse::<Uri>() else {
         return full(StatusCode::BAD_REQUEST, "request path cannot be forwarded");
     };
-    let (parts, body) = req.into_parts();
-    let mut headers = forwardable(&parts.headers);
+    let (mut parts, body) = req.into_parts();
+    let mut headers = std::mem::take(&mut parts.headers);
+    strip_hop_by_hop(&mut headers);
     // Host: the rewrite, else what the client addressed (HTTP/2 clients send only :authority).
     let host_value = fwd.host_rewrite.as_deref().unwrap_or(host);
     if let Ok(v) = HeaderValue::from_str(host_value) {
         headers.insert(HOST, v);
     }
-    let xff = match parts
-        .headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-    {
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prev) => format!("{prev}, {}", conn.peer.ip()),
         None => conn.peer.ip().to_string(),
     };
@@ -401,11 +398,7 @@ async fn forward(
             "http"
         }),
     );
-    let rid = match parts
-        .headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-    {
+    let rid = match headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
         Some(id) if !id.is_empty() => id.to_owned(),
         _ => {
             let id = request_id();
@@ -455,9 +448,12 @@ async fn forward(
     match result {
         Ok(res) => {
             let (mut parts, body) = res.into_parts();
-            parts.headers = forwardable(&parts.headers);
+            strip_hop_by_hop(&mut parts.headers);
             parts.version = Version::HTTP_11;
             Response::from_parts(parts, body.boxed())
+        }
+        Err(e) if body_too_large(&e) => {
+            full(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
         }
         Err(e) => {
             shared
@@ -481,6 +477,18 @@ async fn forward(
     }
 }
 
+/// Whether forwarding failed because a streamed (chunked) request body passed the limit.
+fn body_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 /// The full `a: b: c` chain of an error and its sources.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
@@ -496,29 +504,38 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// A copy of `headers` without hop-by-hop headers and those the Connection header names.
-fn forwardable(headers: &HeaderMap) -> HeaderMap {
-    let listed: Vec<String> = headers
+/// Removes hop-by-hop headers and those the Connection header names, in place.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
+        .filter_map(|s| HeaderName::from_bytes(s.trim().as_bytes()).ok())
         .collect();
-    let mut out = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let n = name.as_str();
-        // gRPC needs `te: trailers` end to end; any other TE is hop-by-hop.
-        if n == "te" && value.as_bytes().eq_ignore_ascii_case(b"trailers") {
-            out.append(name.clone(), value.clone());
-            continue;
-        }
-        if is_hop_by_hop(n) || listed.iter().any(|l| l == n) {
-            continue;
-        }
-        out.append(name.clone(), value.clone());
+    for name in listed {
+        headers.remove(name);
     }
-    out
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        headers.remove(name);
+    }
+    // gRPC needs `te: trailers` end to end; any other TE is hop-by-hop.
+    if headers
+        .get_all(http::header::TE)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
+        headers.remove(http::header::TE);
+    }
 }
 
 fn edit_headers(headers: &mut HeaderMap, edits: &HeaderEdits) {
@@ -572,11 +589,14 @@ mod tests {
         h.insert("upgrade", HeaderValue::from_static("websocket"));
         h.insert("te", HeaderValue::from_static("trailers"));
         h.insert("x-keep", HeaderValue::from_static("yes"));
-        let out = forwardable(&h);
-        let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
+        let mut out = h.clone();
+        strip_hop_by_hop(&mut out);
+        let mut names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
+        names.sort();
         assert_eq!(names, ["te", "x-keep"]);
         h.insert("te", HeaderValue::from_static("gzip"));
-        assert!(!forwardable(&h).contains_key("te"));
+        strip_hop_by_hop(&mut h);
+        assert!(!h.contains_key("te"));
     }
 
     #[test]

@@ -360,3 +360,31 @@ impl std::io::Write for LogWriter {
         Ok(())
     }
 }
+
+/// One HTTP/1.1 connection, kept for a whole test (a pooled client may open more).
+pub struct Conn(tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Full<Bytes>>>);
+
+impl Conn {
+    pub async fn open(addr: SocketAddr) -> Conn {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        Conn(tokio::sync::Mutex::new(send))
+    }
+
+    /// GET / and return the x-backend header of the answer.
+    pub async fn backend(&self) -> String {
+        let mut send = self.0.lock().await;
+        send.ready().await.unwrap();
+        let req = Request::get("/")
+            .header("host", "x")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let res = send.send_request(req).await.unwrap();
+        let backend = res.headers()["x-backend"].to_str().unwrap().to_owned();
+        res.into_body().collect().await.unwrap();
+        backend
+    }
+}
