@@ -113,7 +113,7 @@ async fn memory() {
 async fn memory_persistent() {
     let dir = tempfile::tempdir().unwrap();
     let store = MemoryStore::open(MemoryOptions::persistent(dir.path())).unwrap();
-    measure(Arc::new(store), "memory + data dir (fsync per write)").await;
+    measure(Arc::new(store), "memory + data dir (group commit)").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

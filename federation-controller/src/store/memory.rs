@@ -6,7 +6,7 @@
 //! by a crash. With a data directory, the blocking file work runs on tokio's blocking pool, and
 //! it runs to completion even if the caller stops waiting: the log and the map never disagree.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
@@ -132,10 +132,29 @@ impl State {
 
 struct Inner {
     state: RwLock<State>,
-    /// Held for the whole of a write: serialises writers and owns the log.
+    /// Held for the whole of a commit: serialises writers and owns the log.
     writer: Mutex<Option<Wal>>,
+    /// Transactions waiting for the next group commit (persistent stores only).
+    queue: Mutex<Queue>,
     events: broadcast::Sender<Arc<Change>>,
     options: MemoryOptions,
+}
+
+type Reply = std::sync::mpsc::SyncSender<Result<Vec<Applied>, StoreError>>;
+
+/// A transaction waiting to be committed, and where its result goes.
+struct Pending {
+    writes: Vec<Write>,
+    reply: Reply,
+}
+
+/// Group commit: while one thread writes and fsyncs a batch, the transactions arriving meanwhile
+/// queue up and go to disk together with the next fsync. Whoever finds no committer running
+/// becomes it, and commits batches until the queue is empty.
+#[derive(Default)]
+struct Queue {
+    pending: Vec<Pending>,
+    committing: bool,
 }
 
 /// The in-process store. Cheap to clone; clones share the data.
@@ -193,6 +212,7 @@ impl MemoryStore {
             inner: Arc::new(Inner {
                 state: RwLock::new(state),
                 writer: Mutex::new(wal),
+                queue: Mutex::new(Queue::default()),
                 events,
                 options,
             }),
@@ -201,10 +221,10 @@ impl MemoryStore {
 
     async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Applied>, StoreError> {
         if self.inner.options.data_dir.is_none() {
-            return self.inner.commit(writes);
+            return self.inner.commit_now(writes);
         }
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.commit(writes))
+        tokio::task::spawn_blocking(move || inner.submit(writes))
             .await
             .map_err(|e| StoreError::Unavailable {
                 backend: "memory",
@@ -224,70 +244,94 @@ impl Inner {
         self.state.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn commit(&self, writes: Vec<Write>) -> Result<Vec<Applied>, StoreError> {
-        let keys = object::transaction_keys(&writes)?;
-        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        // Decide under a read lock: writers are serialised by `writer`, so the state cannot
-        // change before we apply.
-        let (record, results) = {
-            let state = self.read();
-            let rev = state.revision + 1;
-            let mut record = Record {
-                rev,
-                ops: Vec::new(),
-            };
-            let mut results = Vec::with_capacity(writes.len());
-            for (write, key) in writes.into_iter().zip(&keys) {
-                let path = key.path();
-                let applied = match object::plan(write, key, state.objects.get(&path))? {
-                    object::Plan::Unchanged(object) => Applied {
-                        outcome: Outcome::Unchanged,
-                        object,
-                    },
-                    object::Plan::Put(mut object, outcome) => {
-                        object::set_resource_version(&mut object, rev);
-                        record.ops.push(Entry {
-                            op: RecordOp::Put,
-                            key: path,
-                            object: Some(object.clone()),
-                        });
-                        Applied { outcome, object }
+    /// Commits one transaction without queueing (stores without a data directory: nothing
+    /// to wait for).
+    fn commit_now(&self, writes: Vec<Write>) -> Result<Vec<Applied>, StoreError> {
+        let (reply, result) = std::sync::mpsc::sync_channel(1);
+        self.commit_batch(vec![Pending { writes, reply }]);
+        result.recv().unwrap_or_else(|_| Err(lost_reply()))
+    }
+
+    /// Queues a transaction for the next group commit and waits for its result. Blocking.
+    fn submit(&self, writes: Vec<Write>) -> Result<Vec<Applied>, StoreError> {
+        let (reply, result) = std::sync::mpsc::sync_channel(1);
+        let lead = {
+            let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            queue.pending.push(Pending { writes, reply });
+            !std::mem::replace(&mut queue.committing, true)
+        };
+        if lead {
+            loop {
+                let batch = {
+                    let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                    if queue.pending.is_empty() {
+                        queue.committing = false;
+                        break;
                     }
-                    object::Plan::Delete(mut object) => {
-                        object::set_resource_version(&mut object, rev);
-                        record.ops.push(Entry {
-                            op: RecordOp::Delete,
-                            key: path,
-                            object: None,
-                        });
-                        Applied {
-                            outcome: Outcome::Deleted,
-                            object,
-                        }
-                    }
+                    std::mem::take(&mut queue.pending)
                 };
-                results.push(applied);
+                self.commit_batch(batch);
             }
-            (record, results)
-        };
-        if record.ops.is_empty() {
-            return Ok(results);
         }
-        if let Some(wal) = writer.as_mut() {
-            wal.append(&record)?;
+        result.recv().unwrap_or_else(|_| Err(lost_reply()))
+    }
+
+    /// Plans every transaction of a batch in order (each sees the ones before it), writes
+    /// their log records with one fsync, then makes them visible and answers.
+    fn commit_batch(&self, batch: Vec<Pending>) {
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut records = Vec::new();
+        let mut answers: Vec<(Reply, Result<Vec<Applied>, StoreError>)> = Vec::new();
+        {
+            // Writers are serialised by `writer`, so the state cannot change before we apply.
+            let state = self.read();
+            let mut overlay: HashMap<String, Option<Value>> = HashMap::new();
+            let mut rev = state.revision;
+            for pending in batch {
+                let planned = plan_transaction(&state, &overlay, rev + 1, pending.writes);
+                if let Ok((record, _)) = &planned
+                    && !record.ops.is_empty()
+                {
+                    rev += 1;
+                    for entry in &record.ops {
+                        overlay.insert(entry.key.clone(), entry.object.clone());
+                    }
+                    records.push(record.clone());
+                }
+                answers.push((pending.reply, planned.map(|(_, results)| results)));
+            }
         }
-        let snapshot_due = {
+        if !records.is_empty() {
+            if let Some(wal) = writer.as_mut()
+                && let Err(e) = wal.append(&records)
+            {
+                // Nothing of the batch is applied. Answers computed against earlier
+                // transactions of the batch are void as well: everyone gets the error.
+                let message = e.to_string();
+                for (reply, _) in answers {
+                    let _ = reply.send(Err(StoreError::Unavailable {
+                        backend: "memory",
+                        message: message.clone(),
+                    }));
+                }
+                return;
+            }
             let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-            for change in state.apply(record) {
-                let change = state.record(change, self.options.history);
-                // Sent under the state lock, so a watch that subscribes under the read lock
-                // sees each change exactly once: in its history copy or from the channel.
-                let _ = self.events.send(change);
+            for record in records {
+                for change in state.apply(record) {
+                    let change = state.record(change, self.options.history);
+                    // Sent under the state lock, so a watch that subscribes under the read
+                    // lock sees each change exactly once: in its history copy or from here.
+                    let _ = self.events.send(change);
+                }
             }
-            writer
-                .as_ref()
-                .is_some_and(|w| w.records() >= self.options.snapshot_every)
-        };
+        }
+        for (reply, answer) in answers {
+            let _ = reply.send(answer);
+        }
+        let snapshot_due = writer
+            .as_ref()
+            .is_some_and(|w| w.records() >= self.options.snapshot_every);
         if snapshot_due && let Some(wal) = writer.as_mut() {
             let state = self.read();
             if let Err(e) = wal.snapshot(state.revision, &state.objects) {
@@ -295,8 +339,66 @@ impl Inner {
                 tracing::warn!(error = %e, "store snapshot failed; keeping the write-ahead log");
             }
         }
-        Ok(results)
     }
+}
+
+fn lost_reply() -> StoreError {
+    StoreError::Unavailable {
+        backend: "memory",
+        message: "a store write was abandoned by its committer (a bug: see the logs)".to_owned(),
+    }
+}
+
+/// Plans one transaction at revision `rev` against the state plus the earlier transactions of
+/// the batch (`overlay`: key → object, `None` if deleted).
+fn plan_transaction(
+    state: &State,
+    overlay: &HashMap<String, Option<Value>>,
+    rev: u64,
+    writes: Vec<Write>,
+) -> Result<(Record, Vec<Applied>), StoreError> {
+    let keys = object::transaction_keys(&writes)?;
+    let mut record = Record {
+        rev,
+        ops: Vec::new(),
+    };
+    let mut results = Vec::with_capacity(writes.len());
+    for (write, key) in writes.into_iter().zip(&keys) {
+        let path = key.path();
+        let current = match overlay.get(&path) {
+            Some(pending) => pending.as_ref(),
+            None => state.objects.get(&path),
+        };
+        let applied = match object::plan(write, key, current)? {
+            object::Plan::Unchanged(object) => Applied {
+                outcome: Outcome::Unchanged,
+                object,
+            },
+            object::Plan::Put(mut object, outcome) => {
+                object::set_resource_version(&mut object, rev);
+                record.ops.push(Entry {
+                    op: RecordOp::Put,
+                    key: path,
+                    object: Some(object.clone()),
+                });
+                Applied { outcome, object }
+            }
+            object::Plan::Delete(mut object) => {
+                object::set_resource_version(&mut object, rev);
+                record.ops.push(Entry {
+                    op: RecordOp::Delete,
+                    key: path,
+                    object: None,
+                });
+                Applied {
+                    outcome: Outcome::Deleted,
+                    object,
+                }
+            }
+        };
+        results.push(applied);
+    }
+    Ok((record, results))
 }
 
 impl Store for MemoryStore {

@@ -1,6 +1,7 @@
 //! The memory store's files (format in `docs/store.md`):
 //! - `LOCK`: held with an exclusive file lock while a store has the directory open;
-//! - `wal.jsonl`: one JSON record per line, appended and fsynced before a write is visible;
+//! - `wal.jsonl`: one line per group commit (one or more transactions), appended and fsynced
+//!   before any of its writes is visible;
 //! - `snapshot.jsonl`: every object at one revision, replaced atomically (write a temporary
 //!   file, fsync, rename, fsync the directory), after which the log starts over.
 //!
@@ -47,13 +48,26 @@ pub(super) struct Entry {
     pub object: Option<Value>,
 }
 
-/// One line of the write-ahead log: every write of one transaction, so that a torn line
-/// loses the whole transaction, never half of it.
+/// One transaction: all its writes share one revision and one log line, so that a torn line
+/// loses whole transactions, never half of one.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Record {
     /// The revision this transaction created.
     pub rev: u64,
     pub ops: Vec<Entry>,
+}
+
+/// One line of the write-ahead log: the transactions of one group commit, written with one
+/// fsync. Only the last line can be damaged by a crash, and then none of its transactions was
+/// acknowledged.
+#[derive(Serialize)]
+struct LineOut<'a> {
+    txns: &'a [Record],
+}
+
+#[derive(Deserialize)]
+struct LineIn {
+    txns: Vec<Record>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -252,33 +266,34 @@ fn parse_wal(
         let end = offset + end;
         line_no += 1;
         let line = &data[offset..end];
-        match serde_json::from_slice::<Record>(line) {
-            Ok(record) => {
-                if record.rev > after {
+        match serde_json::from_slice::<LineIn>(line) {
+            Ok(batch) => {
+                let corrupt = |message: String| StoreError::Corrupt {
+                    location: format!("{} line {line_no}", path.display()),
+                    message,
+                };
+                for record in batch.txns {
+                    total += 1;
+                    if record.rev <= after {
+                        continue;
+                    }
                     if record.rev <= last_rev {
-                        return Err(StoreError::Corrupt {
-                            location: format!("{} line {line_no}", path.display()),
-                            message: format!(
-                                "revision {} does not follow {last_rev}; restore the data \
-                                 directory from a backup",
-                                record.rev
-                            ),
-                        });
+                        return Err(corrupt(format!(
+                            "revision {} does not follow {last_rev}; restore the data \
+                             directory from a backup",
+                            record.rev
+                        )));
                     }
                     if record
                         .ops
                         .iter()
                         .any(|e| e.op == RecordOp::Put && e.object.is_none())
                     {
-                        return Err(StoreError::Corrupt {
-                            location: format!("{} line {line_no}", path.display()),
-                            message: "a put without its object".to_owned(),
-                        });
+                        return Err(corrupt("a put without its object".to_owned()));
                     }
                     last_rev = record.rev;
                     records.push(record);
                 }
-                total += 1;
                 offset = end + 1;
             }
             Err(e) => {
@@ -305,8 +320,8 @@ impl Wal {
         self.records
     }
 
-    /// Appends one record and waits until it is on disk.
-    pub(super) fn append(&mut self, record: &Record) -> Result<(), StoreError> {
+    /// Appends records and waits until they are on disk (one fsync for all).
+    pub(super) fn append(&mut self, records: &[Record]) -> Result<(), StoreError> {
         let path = self.dir.join(WAL);
         if self.broken {
             return Err(io(
@@ -317,10 +332,11 @@ impl Wal {
                 ),
             ));
         }
-        let mut line = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt {
-            location: format!("revision {}", record.rev),
-            message: format!("cannot encode the object: {e}"),
-        })?;
+        let mut line =
+            serde_json::to_vec(&LineOut { txns: records }).map_err(|e| StoreError::Corrupt {
+                location: format!("revisions from {}", records.first().map_or(0, |r| r.rev)),
+                message: format!("cannot encode an object: {e}"),
+            })?;
         line.push(b'\n');
         let written = self
             .file
@@ -329,7 +345,7 @@ impl Wal {
         match written {
             Ok(()) => {
                 self.len += line.len() as u64;
-                self.records += 1;
+                self.records += records.len();
                 Ok(())
             }
             Err(e) => {
@@ -402,7 +418,7 @@ mod tests {
                 object: Some(json!({"n": rev})),
             }],
         };
-        let mut s = serde_json::to_string(&r).unwrap();
+        let mut s = serde_json::to_string(&LineOut { txns: &[r] }).unwrap();
         s.push('\n');
         s
     }
@@ -412,12 +428,12 @@ mod tests {
         let p = Path::new("wal.jsonl");
         let mut data = line(1) + &line(2);
         let good = data.len();
-        data.push_str("{\"rev\":3,\"ops\":[{\"op\":\"pu");
+        data.push_str("{\"txns\":[{\"rev\":3,\"ops\":[{\"op\":\"pu");
         let (records, len, _) = parse_wal(p, data.as_bytes(), 0).unwrap();
         assert_eq!(records.len(), 2);
         assert_eq!(len, good);
         // A complete but garbled last line is a torn write as well.
-        let data = line(1) + "{\"rev\":2,\"ops\0\0\0\n";
+        let data = line(1) + "{\"txns\":[{\"rev\":2,\"ops\0\0\0\n";
         let (records, len, _) = parse_wal(p, data.as_bytes(), 0).unwrap();
         assert_eq!((records.len(), len), (1, line(1).len()));
     }
