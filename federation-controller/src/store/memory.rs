@@ -261,6 +261,7 @@ impl Inner {
             !std::mem::replace(&mut queue.committing, true)
         };
         if lead {
+            let _guard = LeaderGuard(&self.queue);
             loop {
                 let batch = {
                     let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
@@ -338,6 +339,21 @@ impl Inner {
                 // The log still has everything; the next write tries again.
                 tracing::warn!(error = %e, "store snapshot failed; keeping the write-ahead log");
             }
+        }
+    }
+}
+
+/// If a committer panics (a bug), lets the next writer take over instead of every later write
+/// waiting for a committer that is gone.
+struct LeaderGuard<'a>(&'a Mutex<Queue>);
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .committing = false;
         }
     }
 }
