@@ -335,6 +335,48 @@ pub struct WatchEvent {
     pub object: Value,
     /// The resource version of the change.
     pub resource_version: u64,
+    /// For [`EventType::Modified`], the object before the change (with its own resource
+    /// version); `None` otherwise. It lets [`WatchEvent::select`] tell objects that enter or
+    /// leave a label selection.
+    pub previous: Option<Value>,
+}
+
+impl WatchEvent {
+    /// This event as seen by a watch with a label selector, with Kubernetes' semantics: a
+    /// change that makes an object match is `Added`, one that makes it stop matching is
+    /// `Deleted` (carrying its last matching state at the change's version), changes to
+    /// objects that matched neither before nor after are not seen.
+    pub fn select(self, selector: &Selector) -> Option<WatchEvent> {
+        if selector.is_everything() {
+            return Some(self);
+        }
+        let now = selector.matches(&self.object);
+        match self.event_type {
+            EventType::Added | EventType::Deleted => now.then_some(self),
+            EventType::Modified => {
+                let before = self.previous.as_ref().is_some_and(|p| selector.matches(p));
+                match (before, now) {
+                    (true, true) => Some(self),
+                    (false, true) => Some(WatchEvent {
+                        event_type: EventType::Added,
+                        previous: None,
+                        ..self
+                    }),
+                    (true, false) => {
+                        let mut last = self.previous?;
+                        object::set_resource_version(&mut last, self.resource_version);
+                        Some(WatchEvent {
+                            event_type: EventType::Deleted,
+                            object: last,
+                            resource_version: self.resource_version,
+                            previous: None,
+                        })
+                    }
+                    (false, false) => None,
+                }
+            }
+        }
+    }
 }
 
 /// The stream a watch returns. It ends after an error.

@@ -147,7 +147,7 @@ macro_rules! suite {
         suite!(@tests $backend, $make, [
             crud, preconditions, generation_rules, label_selectors, watch_order_and_resume,
             watch_scopes, watch_gone_after_compaction, delete_events, concurrent_writers,
-            transactions $(, $extra)*
+            transactions, watch_with_selector $(, $extra)*
         ]);
     };
     (@tests $backend:ident, $make:expr, [$($test:ident),*]) => {
@@ -1139,4 +1139,77 @@ async fn transactions(h: &mut Harness) {
         store.transaction(vec![]).await,
         Err(StoreError::Invalid { .. })
     ));
+}
+
+async fn watch_with_selector(h: &mut Harness) {
+    let store = h.store();
+    let selector = Selector::parse("app=shop").unwrap();
+    let from = store.revision().await.unwrap();
+    let mut watch = store.watch(&ap_type(), None, from).await.unwrap();
+    let x = |app: &str, n: u64| ap("retail", "x", json!({ "app": app }), json!({ "n": n }));
+    let v1 = store
+        .put(x("shop", 1), Expect::Any)
+        .await
+        .unwrap()
+        .resource_version();
+    let v2 = store
+        .put(x("cart", 1), Expect::Any)
+        .await
+        .unwrap()
+        .resource_version();
+    store
+        .put(
+            ap("retail", "y", json!({"app": "cart"}), json!({})),
+            Expect::Any,
+        )
+        .await
+        .unwrap();
+    let v4 = store
+        .put(x("shop", 2), Expect::Any)
+        .await
+        .unwrap()
+        .resource_version();
+    let v5 = store
+        .put(x("shop", 3), Expect::Any)
+        .await
+        .unwrap()
+        .resource_version();
+    let key = ap_key("retail", "x");
+    let v6 = store
+        .put_status(&key, json!({"vip": "10.0.0.1"}), Expect::Any)
+        .await
+        .unwrap()
+        .resource_version();
+    let v7 = rv(&store.delete(&key, Expect::Any).await.unwrap());
+    store
+        .delete(&ap_key("retail", "y"), Expect::Any)
+        .await
+        .unwrap();
+
+    let raw = events(&mut watch, 8).await;
+    assert_eq!(raw[1].event_type, EventType::Modified);
+    assert_eq!(
+        raw[1].previous.as_ref().unwrap()["metadata"]["labels"]["app"],
+        "shop"
+    );
+    let selected: Vec<(EventType, u64)> = raw
+        .into_iter()
+        .filter_map(|e| e.select(&selector))
+        .map(|e| {
+            assert_eq!(rv(&e.object), e.resource_version);
+            assert_eq!(e.object["metadata"]["labels"]["app"], "shop", "{e:?}");
+            (e.event_type, e.resource_version)
+        })
+        .collect();
+    assert_eq!(
+        selected,
+        [
+            (EventType::Added, v1),
+            (EventType::Deleted, v2),
+            (EventType::Added, v4),
+            (EventType::Modified, v5),
+            (EventType::Modified, v6),
+            (EventType::Deleted, v7),
+        ]
+    );
 }

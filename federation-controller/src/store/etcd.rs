@@ -509,15 +509,18 @@ fn convert(
     match event.event_type() {
         EtcdEventType::Put => {
             let (object, _) = decode(kv)?;
-            let event_type = if kv.create_revision() == kv.mod_revision() {
-                EventType::Added
+            let (event_type, previous) = if kv.create_revision() == kv.mod_revision() {
+                (EventType::Added, None)
             } else {
-                EventType::Modified
+                // Missing only if compacted away; selection then treats it as not matching.
+                let previous = event.prev_kv().map(decode).transpose()?.map(|(v, _)| v);
+                (EventType::Modified, previous)
             };
             Ok(Some(WatchEvent {
                 event_type,
                 object,
                 resource_version: rev,
+                previous,
             }))
         }
         EtcdEventType::Delete => {
@@ -532,6 +535,7 @@ fn convert(
                 event_type: EventType::Deleted,
                 object,
                 resource_version: rev,
+                previous: None,
             }))
         }
     }

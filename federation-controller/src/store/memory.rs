@@ -110,6 +110,7 @@ impl State {
                             },
                             object,
                             resource_version: rev,
+                            previous,
                         },
                     }
                 }
@@ -122,6 +123,7 @@ impl State {
                             event_type: EventType::Deleted,
                             object,
                             resource_version: rev,
+                            previous: None,
                         },
                     }
                 }
