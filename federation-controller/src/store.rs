@@ -30,6 +30,7 @@ use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 
 pub mod etcd;
+pub mod leader;
 pub mod memory;
 mod object;
 pub mod selector;
