@@ -147,7 +147,7 @@ macro_rules! suite {
         suite!(@tests $backend, $make, [
             crud, preconditions, generation_rules, label_selectors, watch_order_and_resume,
             watch_scopes, watch_gone_after_compaction, delete_events, concurrent_writers,
-            transactions, watch_with_selector $(, $extra)*
+            transactions, watch_with_selector, list_then_watch_misses_nothing $(, $extra)*
         ]);
     };
     (@tests $backend:ident, $make:expr, [$($test:ident),*]) => {
@@ -1212,4 +1212,94 @@ async fn watch_with_selector(h: &mut Harness) {
             (EventType::Deleted, v7),
         ]
     );
+}
+
+/// The reflector pattern under load: a list taken while a writer runs, plus the watch from the
+/// list's version, rebuild exactly the final state.
+async fn list_then_watch_misses_nothing(h: &mut Harness) {
+    let store = h.store();
+    let writer = h.second_client().await;
+    let task = tokio::spawn(async move {
+        let mut last = 0;
+        for i in 0..300u64 {
+            let name = format!("o{}", i % 17);
+            if i % 5 == 4 {
+                match writer.delete(&ap_key("retail", &name), Expect::Any).await {
+                    Ok(deleted) => last = rv(&deleted),
+                    Err(StoreError::NotFound { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            } else {
+                let applied = writer
+                    .put(ap("retail", &name, json!({}), json!({"i": i})), Expect::Any)
+                    .await
+                    .unwrap();
+                last = applied.resource_version();
+            }
+        }
+        last
+    });
+    // Let the writer get going, without sleeping: wait for its first object.
+    let deadline = Instant::now() + EVENT_DEADLINE;
+    loop {
+        let now = store
+            .list(&ap_type(), None, &Selector::everything())
+            .await
+            .unwrap();
+        if !now.items.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the writer wrote nothing");
+        tokio::task::yield_now().await;
+    }
+    let list = store
+        .list(&ap_type(), None, &Selector::everything())
+        .await
+        .unwrap();
+    let mut mirror: std::collections::BTreeMap<String, Value> = list
+        .items
+        .into_iter()
+        .map(|o| (o["metadata"]["name"].as_str().unwrap().to_owned(), o))
+        .collect();
+    let mut watch = store
+        .watch(&ap_type(), None, list.resource_version)
+        .await
+        .unwrap();
+    let last = task.await.unwrap();
+    let mut at = list.resource_version;
+    while at < last {
+        let event = next_event(&mut watch).await.unwrap();
+        assert!(event.resource_version > at, "in order, no repeats");
+        at = event.resource_version;
+        let name = event.object["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        match event.event_type {
+            EventType::Deleted => {
+                assert!(
+                    mirror.remove(&name).is_some(),
+                    "deleted {name} was never seen"
+                );
+            }
+            EventType::Added => {
+                assert!(
+                    mirror.insert(name.clone(), event.object).is_none(),
+                    "{name} added twice"
+                );
+            }
+            EventType::Modified => {
+                assert!(
+                    mirror.insert(name.clone(), event.object).is_some(),
+                    "{name} unseen"
+                );
+            }
+        }
+    }
+    let fin = store
+        .list(&ap_type(), None, &Selector::everything())
+        .await
+        .unwrap();
+    assert_eq!(fin.resource_version, last);
+    assert_eq!(mirror.into_values().collect::<Vec<_>>(), fin.items);
 }
