@@ -121,3 +121,52 @@ async fn etcd() {
     let etcd = etcd_support::Etcd::start().await;
     measure(Arc::new(etcd.store().await), "etcd").await;
 }
+
+/// A federation-sized store (10,000 AccessPoints): how long writing it with 50 concurrent
+/// writers and recovering it at start take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_persistent_10k_objects_recover() {
+    const OBJECTS: usize = 10_000;
+    const WRITERS: usize = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemoryStore::open(MemoryOptions::persistent(dir.path())).unwrap();
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (w..OBJECTS).step_by(WRITERS) {
+                store
+                    .put(ap(&format!("ap-{i}"), i), Expect::Any)
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let written = t.elapsed();
+    drop(store);
+    let bytes: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+
+    let t = Instant::now();
+    let store = MemoryStore::open(MemoryOptions::persistent(dir.path())).unwrap();
+    let recovered = t.elapsed();
+    let ty = ResourceType::new("causeway.io", "AccessPoint");
+    let list = store
+        .list(&ty, None, &Selector::everything())
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), OBJECTS);
+    println!(
+        "memory + data dir: {OBJECTS} AccessPoints by {WRITERS} writers {}; {:.1} MB on disk; \
+         recovery at start {recovered:.2?}",
+        rate(OBJECTS, written),
+        bytes as f64 / 1e6
+    );
+    assert!(recovered < Duration::from_secs(30));
+}
