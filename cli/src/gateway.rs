@@ -11,6 +11,10 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+// For the whole binary, but chosen for the gateway's data path, which allocates per request.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Arguments of `causeway gateway`.
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -39,6 +39,8 @@ pub struct ConnInfo {
 /// The fields of one access log line, filled in as the request progresses.
 #[derive(Debug)]
 struct AccessLog {
+    /// Whether the access log is on; when off, fields only it needs are not filled.
+    enabled: bool,
     start: Instant,
     start_time: SystemTime,
     method: String,
@@ -96,28 +98,19 @@ impl Body for LoggedBody {
 impl Drop for LoggedBody {
     fn drop(&mut self) {
         if let Some(log) = self.log.take() {
-            finish(&self.shared, &self.conn, &log);
+            finish(&self.shared, &self.conn, *log);
         }
     }
 }
 
-fn finish(shared: &Shared, conn: &ConnInfo, log: &AccessLog) {
+fn finish(shared: &Shared, conn: &ConnInfo, log: AccessLog) {
     let elapsed = log.start.elapsed();
-    shared
-        .metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            listener: conn.listener.to_string(),
-            route: log.route.clone(),
-            cluster: log.upstream_cluster.clone(),
-            code: log.response_code,
-        })
-        .inc();
+    let listener = conn.listener.to_string();
     shared
         .metrics
         .request_duration
         .get_or_create(&ListenerLabels {
-            listener: conn.listener.to_string(),
+            listener: listener.clone(),
         })
         .observe(elapsed.as_secs_f64());
     tracing::info!(
@@ -142,6 +135,16 @@ fn finish(shared: &Shared, conn: &ConnInfo, log: &AccessLog) {
         request_id = %log.request_id,
         user_agent = %log.user_agent,
     );
+    shared
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            listener,
+            route: log.route,
+            cluster: log.upstream_cluster,
+            code: log.response_code,
+        })
+        .inc();
 }
 
 /// Formats a time as RFC 3339 UTC with milliseconds, without a date crate.
@@ -199,14 +202,18 @@ pub async fn serve(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<LoggedBody>, Infallible> {
+    let enabled = tracing::enabled!(target: "causeway::access", tracing::Level::INFO);
+    let text = |f: &dyn Fn() -> String| if enabled { f() } else { String::new() };
     let mut log = Box::new(AccessLog {
+        enabled,
         start: Instant::now(),
         start_time: SystemTime::now(),
-        method: req.method().as_str().to_owned(),
-        path: req
-            .uri()
-            .path_and_query()
-            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+        method: text(&|| req.method().as_str().to_owned()),
+        path: text(&|| {
+            req.uri()
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned())
+        }),
         protocol: protocol_name(req.version()),
         authority: String::new(),
         response_code: 0,
@@ -218,12 +225,13 @@ pub async fn serve(
         route: String::new(),
         request_id: String::new(),
         x_forwarded_for: String::new(),
-        user_agent: req
-            .headers()
-            .get(http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned(),
+        user_agent: text(&|| {
+            req.headers()
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        }),
     });
     let res = handle(&shared, &conn, req, &mut log).await;
     log.response_code = res.status().as_u16();
@@ -253,7 +261,9 @@ async fn handle(
         .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()))
         .unwrap_or("")
         .to_owned();
-    log.authority.clone_from(&host);
+    if log.enabled {
+        log.authority.clone_from(&host);
+    }
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
 
@@ -366,7 +376,9 @@ async fn forward(
         log.response_flags = "UH";
         return full(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
     };
-    log.upstream_host = endpoint.to_string();
+    if log.enabled {
+        log.upstream_host = endpoint.to_string();
+    }
     let uri = match query {
         Some(q) => format!("http://{endpoint}{path}?{q}"),
         None => format!("http://{endpoint}{path}"),
@@ -399,7 +411,13 @@ async fn forward(
         }),
     );
     let rid = match headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
-        Some(id) if !id.is_empty() => id.to_owned(),
+        Some(id) if !id.is_empty() => {
+            if log.enabled {
+                id.to_owned()
+            } else {
+                String::new()
+            }
+        }
         _ => {
             let id = request_id();
             if let Ok(v) = HeaderValue::from_str(&id) {
@@ -464,7 +482,7 @@ async fn forward(
             let chain = error_chain(&e);
             tracing::warn!(
                 cluster = %cluster.config.name,
-                upstream_host = %log.upstream_host,
+                upstream_host = %endpoint,
                 error = %chain,
                 "upstream request failed"
             );
