@@ -19,6 +19,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use causeway_crds::v1alpha1::AccessPoint;
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::store::{Expect, ObjectKey, ResourceType, Selector, Store, StoreError, Write};
@@ -35,7 +37,10 @@ pub const API_VERSION: &str = "ipam.causeway.io/v1alpha1";
 pub const POOL_LABEL: &str = "ipam.causeway.io/pool";
 
 /// How often one allocation looks again after losing races before giving up.
-const MAX_ROUNDS: usize = 64;
+const MAX_ROUNDS: usize = 128;
+
+/// Collisions with addresses unknown to the cache after which it is reloaded from the store.
+const REFRESH_AFTER_COLLISIONS: usize = 16;
 
 /// Why an allocation or release failed.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +100,20 @@ pub enum IpamError {
         pool: String,
         /// Its size.
         size: u128,
+    },
+    /// `spec.vip.address` is not an IP address.
+    #[error("spec.vip.address {address:?} is not an IP address")]
+    InvalidAddress {
+        /// The text.
+        address: String,
+    },
+    /// `spec.vip.shareWith` names an AccessPoint whose VIP cannot be shared.
+    #[error("spec.vip.shareWith: {target}: {reason}")]
+    ShareTarget {
+        /// The AccessPoint named (`namespace/name`).
+        target: String,
+        /// Why its VIP cannot be used.
+        reason: String,
     },
     /// The store failed.
     #[error(transparent)]
@@ -326,6 +345,7 @@ impl Ipam {
         }
         let owner_key = owner.to_string();
         let mut refreshed = false;
+        let mut collisions = 0usize;
         for _ in 0..MAX_ROUNDS {
             let claim = match self.store.get(&claim_key(owner)).await? {
                 Some(object) => Some(parse_claim(owner, &object)?),
@@ -363,6 +383,13 @@ impl Ipam {
                     self.mark(pool, index, true);
                     if let Some(address) = request.address {
                         return Err(self.taken_error(address).await);
+                    }
+                    // The cache is behind what other controllers allocated: rather than
+                    // discovering their addresses one collision at a time, read them all.
+                    collisions += 1;
+                    if collisions.is_multiple_of(REFRESH_AFTER_COLLISIONS) {
+                        self.refresh(pool).await?;
+                        refreshed = true;
                     }
                 }
             }
@@ -553,6 +580,79 @@ impl Ipam {
             backend: "ipam",
             message: format!("releasing the VIP of {owner} kept losing races; retry later"),
         }))
+    }
+
+    /// Brings the allocations in line with the AccessPoints: each one without
+    /// `spec.vip.shareWith` gets (or keeps) its own VIP, each one with it gets the VIP of the
+    /// AccessPoint it names in its namespace, and the VIPs of AccessPoints that are gone or now
+    /// share are released. Returns, per AccessPoint, its VIP or why it has none (for its
+    /// status); `Err` only when releasing fails.
+    pub async fn reconcile(
+        &self,
+        access_points: &[AccessPoint],
+    ) -> Result<BTreeMap<Owner, Result<IpAddr, IpamError>>, IpamError> {
+        /// Allocations in flight at once: enough to hide store round trips.
+        const PARALLEL: usize = 16;
+        let owner_of = |ap: &AccessPoint| {
+            Owner::new(
+                ap.metadata.namespace.as_deref().unwrap_or("default"),
+                ap.metadata.name.as_deref().unwrap_or_default(),
+            )
+        };
+        let (sharing, owning): (Vec<&AccessPoint>, Vec<&AccessPoint>) = access_points
+            .iter()
+            .partition(|ap| ap.spec.vip.share_with.is_some());
+        let mut out: BTreeMap<Owner, Result<IpAddr, IpamError>> =
+            futures::stream::iter(owning.iter().map(|ap| {
+                let owner = owner_of(ap);
+                let vip = &ap.spec.vip;
+                async move {
+                    let request = match vip.address.as_deref().map(str::parse::<IpAddr>) {
+                        None => Ok(Request::pool(&vip.pool)),
+                        Some(Ok(address)) => Ok(Request {
+                            pool: vip.pool.clone(),
+                            address: Some(address),
+                        }),
+                        Some(Err(_)) => Err(IpamError::InvalidAddress {
+                            address: vip.address.clone().unwrap_or_default(),
+                        }),
+                    };
+                    let result = match request {
+                        Ok(request) => self.allocate(&owner, &request).await.map(|a| a.address),
+                        Err(e) => Err(e),
+                    };
+                    (owner, result)
+                }
+            }))
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
+        // Sharers look only at owners: chains of sharing are refused, whatever the order.
+        let mut shared = Vec::with_capacity(sharing.len());
+        for ap in &sharing {
+            let owner = owner_of(ap);
+            let target = Owner::new(
+                owner.namespace.clone(),
+                ap.spec.vip.share_with.clone().unwrap_or_default(),
+            );
+            let result = match out.get(&target) {
+                Some(Ok(address)) => Ok(*address),
+                Some(Err(e)) => Err(format!("it has no VIP: {e}")),
+                None if sharing.iter().any(|s| owner_of(s) == target) => Err(
+                    "it shares another AccessPoint's VIP itself; name that one instead".to_owned(),
+                ),
+                None => Err("no such AccessPoint in this namespace".to_owned()),
+            };
+            let result = result.map_err(|reason| IpamError::ShareTarget {
+                target: target.to_string(),
+                reason,
+            });
+            shared.push((owner, result));
+        }
+        out.extend(shared);
+        let live: BTreeSet<Owner> = owning.iter().map(|ap| owner_of(ap)).collect();
+        self.release_orphans(&live).await?;
+        Ok(out)
     }
 
     /// Releases the addresses of owners that no longer exist (deleted while no controller was

@@ -13,6 +13,8 @@ use std::time::Instant;
 use causeway_controller::ipam::{self, Allocation, Ipam, IpamError, Owner, Request};
 use causeway_controller::store::memory::{MemoryOptions, MemoryStore};
 use causeway_controller::store::{ObjectKey, ResourceType, Selector, Store};
+use causeway_crds::v1alpha1::AccessPoint;
+use serde_json::json;
 
 fn pools(config: &[(&str, &[&str])]) -> BTreeMap<String, ipam::Pool> {
     let config: BTreeMap<String, Vec<String>> = config
@@ -331,4 +333,62 @@ async fn two_controllers_on_one_memory_store_never_give_a_vip_twice() {
     let store: Arc<dyn Store> =
         Arc::new(MemoryStore::open(MemoryOptions::persistent(dir.path())).unwrap());
     two_controllers(store.clone(), store, "memory with data dir").await;
+}
+
+fn access_point(ns: &str, name: &str, vip: serde_json::Value) -> AccessPoint {
+    serde_json::from_value(json!({
+        "apiVersion": "causeway.io/v1alpha1", "kind": "AccessPoint",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"hosts": [format!("{name}.example.com")], "vip": vip,
+                 "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]},
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn reconcile_access_points() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let ipam = Ipam::new(store.clone(), default_pools());
+    let owner = |name: &str| Owner::new("retail", name);
+    let aps = vec![
+        access_point("retail", "shop", json!({})),
+        access_point("retail", "shop-alias", json!({"shareWith": "shop"})),
+        access_point("retail", "fixed", json!({"address": "10.240.0.77"})),
+        access_point("retail", "dangling", json!({"shareWith": "nope"})),
+        access_point("retail", "chained", json!({"shareWith": "shop-alias"})),
+        access_point("retail", "lost", json!({"pool": "nowhere"})),
+        access_point("retail", "bad", json!({"address": "ten.dot"})),
+    ];
+    let got = ipam.reconcile(&aps).await.unwrap();
+    assert_eq!(got.len(), 7);
+    let shop = *got[&owner("shop")].as_ref().unwrap();
+    assert_eq!(*got[&owner("shop-alias")].as_ref().unwrap(), shop);
+    assert_eq!(*got[&owner("fixed")].as_ref().unwrap(), ip("10.240.0.77"));
+    let e = got[&owner("dangling")].as_ref().unwrap_err().to_string();
+    assert!(e.contains("no such AccessPoint"), "{e}");
+    let e = got[&owner("chained")].as_ref().unwrap_err().to_string();
+    assert!(e.contains("shares another"), "{e}");
+    assert!(matches!(
+        got[&owner("lost")],
+        Err(IpamError::UnknownPool { .. })
+    ));
+    assert!(matches!(
+        got[&owner("bad")],
+        Err(IpamError::InvalidAddress { .. })
+    ));
+    // Only the two owners hold addresses.
+    assert_eq!(allocation_objects(store.as_ref()).await.len(), 2);
+
+    // shop is deleted and its alias gets a VIP of its own; fixed keeps its address.
+    let aps = vec![
+        access_point("retail", "shop-alias", json!({})),
+        access_point("retail", "fixed", json!({"address": "10.240.0.77"})),
+    ];
+    let again = ipam.reconcile(&aps).await.unwrap();
+    assert_eq!(*again[&owner("fixed")].as_ref().unwrap(), ip("10.240.0.77"));
+    let alias = *again[&owner("shop-alias")].as_ref().unwrap();
+    let held = allocation_objects(store.as_ref()).await;
+    assert_eq!(held.len(), 2);
+    assert!(held.contains(&alias.to_string()));
+    assert_eq!(ipam.get(&owner("shop")).await.unwrap(), None);
 }
