@@ -61,6 +61,10 @@ pub struct Limits {
     pub tls_handshake_timeout: Duration,
     /// How long SIGTERM waits for open connections to finish.
     pub drain_timeout: Duration,
+    /// TCP and TLS passthrough connections with no bytes either way for this long are closed.
+    pub stream_idle_timeout: Duration,
+    /// HTTP/2 connections are pinged this often and closed when a ping goes unanswered as long.
+    pub http2_keepalive: Duration,
 }
 
 impl Default for Limits {
@@ -71,6 +75,8 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(30),
             tls_handshake_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(15),
+            stream_idle_timeout: Duration::from_secs(3600),
+            http2_keepalive: Duration::from_secs(30),
         }
     }
 }
@@ -240,7 +246,9 @@ impl Gateway {
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-            .max_concurrent_streams(1024);
+            .max_concurrent_streams(1024)
+            .keep_alive_interval(limits.http2_keepalive)
+            .keep_alive_timeout(limits.http2_keepalive);
         let (drain, _) = watch::channel(false);
         let gw = Arc::new(Gateway {
             shared: Arc::new(Shared {

@@ -805,3 +805,37 @@ virtualHosts:
     assert!(!text.contains("Non-2xx"), "{text}");
     assert_eq!(gw.running.gateway.config().virtual_hosts.len(), 1);
 }
+
+/// TCP connections with no traffic either way are closed after the idle timeout, not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tcp_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = tcp_echo("tcp").await;
+    let yaml = format!(
+        "listeners:\n- {{name: tcp, address: \"127.0.0.8:0\", protocol: TCP, cluster: echo}}\n{}",
+        clusters(&[("echo", echo)])
+    );
+    let limits = causeway_gateway::Limits {
+        stream_idle_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let gw = start_with(&yaml, limits).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr("tcp"))
+        .await
+        .unwrap();
+    s.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"tcp: ping");
+    let quiet_since = std::time::Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("the gateway closes an idle connection")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "EOF");
+    assert!(
+        quiet_since.elapsed() >= Duration::from_millis(250),
+        "closed after {:?}",
+        quiet_since.elapsed()
+    );
+}

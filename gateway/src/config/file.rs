@@ -28,6 +28,10 @@ use crate::tls;
 /// Default TCP connect timeout for clusters that do not set one.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Default route timeout (Envoy's): an upstream that never answers cannot hold a request
+/// forever.
+pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct FileConfig {
@@ -734,14 +738,17 @@ fn route(
         if let Some(h) = &f.host_rewrite {
             host_value(&p.field("hostRewrite"), h, report);
         }
-        let timeout = f.timeout.as_deref().and_then(|t| {
-            let tp = p.field("timeout");
-            if checks::duration(&tp, t, false, report) {
-                parse_duration(t).ok().filter(|d| !d.is_zero())
-            } else {
-                None
+        // Unset means Envoy's default; an explicit 0s switches the limit off.
+        let timeout = match f.timeout.as_deref() {
+            None => Some(DEFAULT_ROUTE_TIMEOUT),
+            Some(t) => {
+                if checks::duration(&p.field("timeout"), t, false, report) {
+                    parse_duration(t).ok().filter(|d| !d.is_zero())
+                } else {
+                    None
+                }
             }
-        });
+        };
         Action::Forward(Forward {
             clusters: weighted,
             prefix_rewrite: f.prefix_rewrite,

@@ -3,7 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::upstream::{UpstreamCluster, connect_tcp, random};
@@ -140,8 +145,12 @@ pub async fn serve(
     drop(state);
     upstream.write_all(&prefix).await?;
     let start = std::time::Instant::now();
-    let result = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
-    let (sent, received) = result.as_ref().map(|(a, b)| (*a, *b)).unwrap_or((0, 0));
+    let peer = downstream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let (result, sent, received) =
+        copy_with_idle_timeout(downstream, upstream, shared.limits.stream_idle_timeout).await;
     tracing::info!(
         target: "causeway::access",
         listener = %listener,
@@ -152,9 +161,100 @@ pub async fn serve(
         bytes_received = sent + prefix.len() as u64,
         bytes_sent = received,
         duration_ms = start.elapsed().as_secs_f64() * 1000.0,
-        downstream_remote_address = %downstream.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
+        downstream_remote_address = %peer,
     );
-    result.map(|_| ()).map_err(Into::into)
+    result.map_err(Into::into)
+}
+
+/// A stream that counts what is read from it and stamps the time of the last read.
+struct Tracked<S> {
+    inner: S,
+    read: u64,
+    last: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            this.read += n as u64;
+            let now = u64::try_from(this.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+            this.last.store(now, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Copies both ways until both sides close, an error, or `idle` passes with no byte read from
+/// either side. Returns the outcome and the bytes read from downstream and from upstream.
+async fn copy_with_idle_timeout(
+    downstream: TcpStream,
+    upstream: TcpStream,
+    idle: Duration,
+) -> (std::io::Result<()>, u64, u64) {
+    let epoch = Instant::now();
+    let last = Arc::new(AtomicU64::new(0));
+    let mut down = Tracked {
+        inner: downstream,
+        read: 0,
+        last: last.clone(),
+        epoch,
+    };
+    let mut up = Tracked {
+        inner: upstream,
+        read: 0,
+        last: last.clone(),
+        epoch,
+    };
+    let result = {
+        let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
+        tokio::pin!(copy);
+        // Checking a few times per period bounds the overshoot to a quarter of it.
+        let tick = (idle / 4).max(Duration::from_millis(10));
+        loop {
+            tokio::select! {
+                r = &mut copy => break r.map(|_| ()),
+                _ = tokio::time::sleep(tick) => {
+                    let quiet = epoch.elapsed().saturating_sub(Duration::from_millis(
+                        last.load(Ordering::Relaxed),
+                    ));
+                    if quiet >= idle {
+                        break Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("idle for {idle:?}"),
+                        ));
+                    }
+                }
+            }
+        }
+    };
+    (result, down.read, up.read)
 }
 
 #[cfg(test)]
