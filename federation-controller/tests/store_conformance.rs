@@ -169,7 +169,12 @@ suite!(
     super::Harness::persistent(),
     restart_loses_nothing
 );
-suite!(etcd, super::Harness::etcd(), restart_loses_nothing);
+suite!(
+    etcd,
+    super::Harness::etcd(),
+    restart_loses_nothing,
+    watch_ends_with_an_error_when_etcd_dies
+);
 
 async fn crud(h: &mut Harness) {
     let store = h.store();
@@ -1302,4 +1307,42 @@ async fn list_then_watch_misses_nothing(h: &mut Harness) {
         .unwrap();
     assert_eq!(fin.resource_version, last);
     assert_eq!(mirror.into_values().collect::<Vec<_>>(), fin.items);
+}
+
+/// A watch whose etcd goes away ends with an error (it does not hang), and watching again
+/// from the last version seen, once etcd is back, misses nothing.
+async fn watch_ends_with_an_error_when_etcd_dies(h: &mut Harness) {
+    let store = h.store();
+    let first = store
+        .put(ap("retail", "a", json!({}), json!({"n": 1})), Expect::Any)
+        .await
+        .unwrap();
+    let mut watch = store
+        .watch(&ap_type(), None, first.resource_version() - 1)
+        .await
+        .unwrap();
+    let seen = next_event(&mut watch).await.unwrap();
+    assert_eq!(seen.resource_version, first.resource_version());
+    drop(store);
+
+    h.restart().await;
+    match next_event(&mut watch).await {
+        Err(e @ StoreError::Unavailable { .. }) => {
+            assert!(e.to_string().contains("etcd"), "{e}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    let store = h.store();
+    let second = store
+        .put(ap("retail", "a", json!({}), json!({"n": 2})), Expect::Any)
+        .await
+        .unwrap();
+    let mut again = store
+        .watch(&ap_type(), None, seen.resource_version)
+        .await
+        .unwrap();
+    assert_eq!(
+        next_event(&mut again).await.unwrap().resource_version,
+        second.resource_version()
+    );
 }
