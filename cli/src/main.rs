@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod client;
 mod controller;
 mod crds;
+mod demo_app;
 mod gateway;
 mod objects;
 mod validate;
@@ -101,6 +102,8 @@ enum Command {
     },
     /// Run the L7 gateway from a static configuration file (see docs/gateway.md).
     Gateway(gateway::Args),
+    /// Run the demo backend (the seeds' multiroute app) for tests and the quickstart.
+    DemoApp(demo_app::Args),
     /// Print the version.
     Version,
 }
@@ -126,6 +129,7 @@ fn main() -> ExitCode {
         } => validate::run(&files, recursive, quiet),
         Command::Crds { out_dir, reference } => crds::run(out_dir.as_deref(), reference),
         Command::Gateway(args) => gateway::run(args),
+        Command::DemoApp(args) => demo_app::run(args),
         Command::Controller(args) => block_on(controller::run(args)),
         Command::Apply {
             files,

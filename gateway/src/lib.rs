@@ -7,11 +7,13 @@
 //! - [`proxy`]: listeners, the HTTP proxy, passthrough and TCP forwarding, upstream pools;
 //! - [`admin`]: `/ready`, `/config_dump`, `/stats/prometheus`, `/logging`;
 //! - [`metrics`]: the Prometheus metrics;
-//! - [`app`]: the process around them — file watching, SIGHUP reload, SIGTERM drain.
+//! - [`app`]: the process around them — file watching, SIGHUP reload, SIGTERM drain;
+//! - [`demo`]: the demo backend (`causeway demo-app`), the seeds' multiroute app.
 
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod demo;
 pub mod metrics;
 pub mod proxy;
 pub mod route;

@@ -839,3 +839,76 @@ async fn idle_tcp_connections_are_closed() {
         quiet_since.elapsed()
     );
 }
+
+/// The seeds' scenarios with the demo app, with their exact strings: IG-01 (host and wildcard,
+/// raw IP → 404), TM-02 (header route), TM-04 (route timeout → 504), 5xx passed through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_scenarios_with_the_demo_app() {
+    let v1 = demo_backend("v1").await;
+    let v2 = demo_backend("v2").await;
+    let yaml = format!(
+        r#"
+listeners:
+- {{name: http, address: "127.0.0.9:0", protocol: HTTP}}
+virtualHosts:
+- name: go-multiroute
+  domains: [go-multiroute.default.svc.cluster.local, "*.foobar.com"]
+  routes:
+  - match: {{headers: [{{name: test-version, exact: v2}}]}}
+    route: {{cluster: v2}}
+  - match: {{path: {{exact: /test_timeout}}}}
+    route: {{cluster: v2, timeout: 500ms}}
+  - route: {{cluster: v1}}
+{}"#,
+        clusters(&[("v1", v1), ("v2", v2)])
+    );
+    let gw = start(&yaml).await;
+    let base = format!("http://127.0.0.9:{}", gw.addr("http").port());
+    let r = curl(&[
+        "-H",
+        "Host: go-multiroute.default.svc.cluster.local",
+        &format!("{base}/route1"),
+    ])
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.body,
+        "[v1] Hello, You are at /route1, Got: route1's content"
+    );
+    let r = curl(&["-H", "Host: x.foobar.com", &format!("{base}/route1")]).await;
+    assert_eq!(
+        r.body,
+        "[v1] Hello, You are at /route1, Got: route1's content"
+    );
+    let r = curl(&[&format!("{base}/route1")]).await;
+    assert_eq!(r.status, 404, "raw IP host");
+    for _ in 0..5 {
+        let r = curl(&[
+            "-H",
+            "Host: x.foobar.com",
+            "-H",
+            "test-version: v2",
+            &format!("{base}/route2"),
+        ])
+        .await;
+        assert_eq!(
+            r.body,
+            "[v2] Hello, You are at /route2, Got: route2's content"
+        );
+    }
+    let r = curl(&["-H", "Host: x.foobar.com", &format!("{base}/test_timeout")]).await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (504, "upstream request timeout")
+    );
+    let r = curl(&[
+        "-H",
+        "Host: x.foobar.com",
+        &format!("{base}/test_circuit_breaker"),
+    ])
+    .await;
+    assert_eq!(r.status, 500);
+    assert_eq!(r.body, "[v1] test_circuit_breaker returned 500\n");
+    let r = curl(&["-H", "Host: x.foobar.com", &format!("{base}/get_ip")]).await;
+    assert_eq!(r.body, format!("[v1] Hello, Your ip is {}", v1.ip()));
+}

@@ -388,3 +388,17 @@ impl Conn {
         backend
     }
 }
+
+/// The demo app (the seeds' multiroute backend) with version `version`.
+pub async fn demo_backend(version: &str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let app = causeway_gateway::demo::DemoApp {
+        config: causeway_gateway::demo::DemoConfig::default(),
+        version: version.to_owned(),
+        pod_ip: addr.ip().to_string(),
+        db_pass: None,
+    };
+    tokio::spawn(causeway_gateway::demo::serve(l, app));
+    addr
+}
