@@ -528,6 +528,15 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// A fenced write (see `leader::Fence`) after this controller's term as leader ended.
+    #[error(
+        "this controller is no longer the leader ({election}); the write was not applied — the \
+         current leader does the writing"
+    )]
+    NotLeader {
+        /// The election's key.
+        election: String,
+    },
     /// Stored data cannot be read back.
     #[error("store data is corrupt at {location}: {message}")]
     Corrupt {
@@ -562,7 +571,7 @@ impl StoreError {
             StoreError::Gone { .. } => 410,
             StoreError::Invalid { .. } => 422,
             StoreError::Selector(_) => 400,
-            StoreError::Unavailable { .. } => 503,
+            StoreError::Unavailable { .. } | StoreError::NotLeader { .. } => 503,
             StoreError::Io { .. } | StoreError::Corrupt { .. } => 500,
         }
     }

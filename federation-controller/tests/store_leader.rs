@@ -85,3 +85,38 @@ async fn the_memory_store_controller_always_leads() {
     l.wait_for(true).await;
     l.resign().await;
 }
+
+/// A deposed leader's fenced writes fail, even before it notices it lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_of_a_deposed_leader_are_fenced_off() {
+    use causeway_controller::store::{Expect, Store, StoreError};
+    use serde_json::json;
+
+    let etcd = etcd_support::Etcd::start().await;
+    let a_store = etcd.store().await;
+    let b_store = etcd.store().await;
+    let ap = |n: u64| {
+        json!({"apiVersion": "causeway.io/v1alpha1", "kind": "AccessPoint",
+               "metadata": {"name": "shop", "namespace": "retail"}, "status": {}, "spec": {"n": n}})
+    };
+
+    let mut a = Leadership::campaign(&a_store, options("a"));
+    within(Duration::from_secs(10), &mut a).await;
+    let fence = a.fence().expect("a leader has a fence");
+    let a_writes = a_store.fenced(fence);
+    a_writes.put(ap(1), Expect::Any).await.unwrap();
+
+    // a is killed; b takes over. a's store (as a stalled leader would) still tries to write.
+    drop(a);
+    let mut b = Leadership::campaign(&b_store, options("b"));
+    within(TTL + Duration::from_secs(2), &mut b).await;
+    let e = a_writes.put(ap(2), Expect::Any).await.unwrap_err();
+    assert!(matches!(e, StoreError::NotLeader { .. }), "{e}");
+    assert_eq!(e.http_status(), 503);
+    let b_writes = b_store.fenced(b.fence().unwrap());
+    let applied = b_writes.put(ap(3), Expect::Any).await.unwrap();
+    assert_eq!(applied.object["spec"]["n"], 3);
+    // Unfenced clients are not affected.
+    a_store.put(ap(4), Expect::Any).await.unwrap();
+    b.resign().await;
+}

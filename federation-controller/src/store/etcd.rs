@@ -23,6 +23,7 @@ use etcd_client::{
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
+use super::leader::Fence;
 use super::{
     Applied, EventType, ObjectKey, ObjectList, Outcome, ResourceType, Selector, Store, StoreError,
     WatchEvent, WatchStream, Write, object,
@@ -76,6 +77,8 @@ pub struct EtcdStore {
     client: Client,
     prefix: String,
     endpoints: String,
+    /// With a fence, every write also requires that leadership term to be current.
+    fence: Option<Fence>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -114,9 +117,20 @@ impl EtcdStore {
             client,
             prefix: options.prefix,
             endpoints,
+            fence: None,
         };
         store.revision().await?;
         Ok(store)
+    }
+
+    /// This store, with every write made conditional on the leadership term of `fence`: once
+    /// another controller leads, writes fail with [`StoreError::NotLeader`] instead of racing
+    /// the new leader. Reads are unaffected.
+    pub fn fenced(&self, fence: Fence) -> EtcdStore {
+        EtcdStore {
+            fence: Some(fence),
+            ..self.clone()
+        }
     }
 
     /// The etcd client, for what the store trait does not cover (leases, leader election).
@@ -165,6 +179,26 @@ impl EtcdStore {
             .collect()
     }
 
+    /// Fails with [`StoreError::NotLeader`] if the fence's term is over.
+    async fn check_fence(&self) -> Result<(), StoreError> {
+        let Some(fence) = &self.fence else {
+            return Ok(());
+        };
+        let resp = self
+            .client
+            .clone()
+            .get(fence.key.as_str(), None)
+            .await
+            .map_err(|e| self.err(&e))?;
+        let current = resp.kvs().first().map(KeyValue::create_revision);
+        if current == Some(fence.revision) {
+            return Ok(());
+        }
+        Err(StoreError::NotLeader {
+            election: fence.key.clone(),
+        })
+    }
+
     async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Applied>, StoreError> {
         let keys = object::transaction_keys(&writes)?;
         let etcd_keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
@@ -199,6 +233,13 @@ impl EtcdStore {
                 }
                 plans.push(plan);
             }
+            if let Some(fence) = &self.fence {
+                compares.push(Compare::create_revision(
+                    fence.key.as_str(),
+                    CompareOp::Equal,
+                    fence.revision,
+                ));
+            }
             let rev = if ops.is_empty() {
                 0
             } else {
@@ -209,6 +250,7 @@ impl EtcdStore {
                     .await
                     .map_err(|e| self.err(&e))?;
                 if !resp.succeeded() {
+                    self.check_fence().await?;
                     // Lost a race: read again. The preconditions, checked again, turn that into
                     // the right error for conditional writes; apply simply recomputes.
                     continue;

@@ -47,6 +47,15 @@ impl ElectionOptions {
     }
 }
 
+/// Proof of one term of leadership: the leader key and the revision that created it. A store
+/// fenced with it ([`EtcdStore::fenced`]) refuses every write once that term is over, even
+/// when this controller has not noticed yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub(crate) key: String,
+    pub(crate) revision: i64,
+}
+
 /// This candidate's view of an election. Dropping it without [`Leadership::resign`] stops
 /// campaigning abruptly, as a crash would: the role passes on when the lease expires.
 #[derive(Debug)]
@@ -54,6 +63,8 @@ pub struct Leadership {
     state: watch::Receiver<bool>,
     /// The sender of a fixed state ([`Leadership::always`]).
     _fixed: Option<watch::Sender<bool>>,
+    /// The current term's fence while leading.
+    fence: watch::Receiver<Option<Fence>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -62,9 +73,11 @@ impl Leadership {
     /// Always the leader (the memory store: one controller per data directory).
     pub fn always() -> Self {
         let (fixed, state) = watch::channel(true);
+        let (_, fence) = watch::channel(None);
         Leadership {
             state,
             _fixed: Some(fixed),
+            fence,
             stop: None,
             task: None,
         }
@@ -73,12 +86,18 @@ impl Leadership {
     /// Campaigns in an etcd election in the background.
     pub fn campaign(store: &EtcdStore, options: ElectionOptions) -> Self {
         let (tx, state) = watch::channel(false);
+        let (fence_tx, fence) = watch::channel(None);
         let (stop_tx, stop_rx) = oneshot::channel();
         let client = store.client().clone();
-        let task = tokio::spawn(run(client, options, tx, stop_rx));
+        let signals = Signals {
+            leading: tx,
+            fence: fence_tx,
+        };
+        let task = tokio::spawn(run(client, options, signals, stop_rx));
         Leadership {
             state,
             _fixed: None,
+            fence,
             stop: Some(stop_tx),
             task: Some(task),
         }
@@ -87,6 +106,12 @@ impl Leadership {
     /// Whether this candidate leads right now.
     pub fn is_leader(&self) -> bool {
         *self.state.borrow()
+    }
+
+    /// The fence of the current term while leading (`None` otherwise, and for
+    /// [`Leadership::always`]).
+    pub fn fence(&self) -> Option<Fence> {
+        self.fence.borrow().clone()
     }
 
     /// A receiver of leadership changes (`true`: leading).
@@ -120,13 +145,31 @@ impl Drop for Leadership {
     }
 }
 
+/// Where a campaign reports.
+struct Signals {
+    leading: watch::Sender<bool>,
+    fence: watch::Sender<Option<Fence>>,
+}
+
+impl Signals {
+    fn lead(&self, fence: Fence) {
+        let _ = self.fence.send(Some(fence));
+        let _ = self.leading.send(true);
+    }
+
+    fn follow(&self) {
+        let _ = self.leading.send(false);
+        let _ = self.fence.send(None);
+    }
+}
+
 /// How long to wait before retrying after an etcd error.
 const RETRY: Duration = Duration::from_millis(500);
 
 async fn run(
     mut client: Client,
     options: ElectionOptions,
-    state: watch::Sender<bool>,
+    state: Signals,
     mut stop: oneshot::Receiver<()>,
 ) {
     let key = format!("{}{}", options.prefix, options.name);
@@ -141,7 +184,7 @@ async fn run(
             &mut stop,
         )
         .await;
-        let _ = state.send(false);
+        state.follow();
         match outcome {
             Term::Stopped => return,
             Term::Lost(reason) => {
@@ -170,7 +213,7 @@ async fn term(
     key: &str,
     identity: &str,
     ttl_secs: i64,
-    state: &watch::Sender<bool>,
+    state: &Signals,
     stop: &mut oneshot::Receiver<()>,
 ) -> Term {
     let lease = match client.lease_grant(ttl_secs, None).await {
@@ -179,7 +222,7 @@ async fn term(
     };
     let outcome = lead(client, key, identity, lease, ttl_secs, state, stop).await;
     // Stop acting as the leader before anyone else can become it.
-    let _ = state.send(false);
+    state.follow();
     // Best effort: deletes the key if we still hold it, so the next leader need not wait for
     // the lease to expire.
     let _ = client.lease_revoke(lease).await;
@@ -192,7 +235,7 @@ async fn lead(
     identity: &str,
     lease: i64,
     ttl_secs: i64,
-    state: &watch::Sender<bool>,
+    state: &Signals,
     stop: &mut oneshot::Receiver<()>,
 ) -> Term {
     let (mut keeper, mut acks) = match client.lease_keep_alive(lease).await {
@@ -215,6 +258,11 @@ async fn lead(
         };
         let revision = resp.header().map_or(0, |h| h.revision());
         if resp.succeeded() {
+            // The transaction's revision is the one that created the key.
+            state.lead(Fence {
+                key: key.to_owned(),
+                revision,
+            });
             break;
         }
         // Someone leads: keep our lease alive and wait for the key to go.
@@ -252,7 +300,6 @@ async fn lead(
         }
     }
 
-    let _ = state.send(true);
     tracing::info!(election = %key, %identity, "became the leader");
     let mut last_ack = Instant::now();
     // Step down before etcd could expire the lease and let someone else in: with no
