@@ -126,7 +126,11 @@ pub struct State {
 impl State {
     /// Prepares routers, pools and TLS for `config`. Clusters identical to one of `previous`
     /// keep its pool, so a reload does not cost every upstream connection.
-    pub fn build(config: Config, previous: Option<&State>) -> Result<State, TlsError> {
+    pub fn build(
+        config: Config,
+        previous: Option<&State>,
+        resolver: Option<&hickory_resolver::TokioResolver>,
+    ) -> Result<State, TlsError> {
         let config = Arc::new(config);
         let mut routers = HashMap::new();
         let mut acceptors = HashMap::new();
@@ -164,7 +168,7 @@ impl State {
                 .cloned();
             let cluster = match reuse {
                 Some(old) => old,
-                None => Arc::new(UpstreamCluster::new(c)?),
+                None => Arc::new(UpstreamCluster::new(c, resolver.cloned())?),
             };
             clusters.insert(name.clone(), cluster);
         }
@@ -220,6 +224,7 @@ pub struct Gateway {
     listeners: Mutex<HashMap<SocketAddr, Running>>,
     /// One reload at a time: two interleaved binds of the same new address would fail.
     reloading: tokio::sync::Mutex<()>,
+    resolver: Option<hickory_resolver::TokioResolver>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -235,7 +240,8 @@ impl Gateway {
         metrics: Arc<Metrics>,
         limits: Limits,
     ) -> Result<Arc<Gateway>, ApplyError> {
-        let state = State::build(config, None)?;
+        let resolver = upstream::system_resolver();
+        let state = State::build(config, None, resolver.as_ref())?;
         let mut server = auto::Builder::new(TokioExecutor::new());
         server
             .http1()
@@ -271,6 +277,7 @@ impl Gateway {
             }),
             listeners: Mutex::new(HashMap::new()),
             reloading: tokio::sync::Mutex::new(()),
+            resolver,
         });
         gw.apply(state).await?;
         Ok(gw)
@@ -304,7 +311,7 @@ impl Gateway {
     pub async fn reload(&self, config: Config) -> Result<(), ApplyError> {
         let _one_at_a_time = self.reloading.lock().await;
         let previous = self.shared.state.load_full();
-        let result = match State::build(config, Some(&previous)) {
+        let result = match State::build(config, Some(&previous), self.resolver.as_ref()) {
             Ok(state) => self.apply(state).await,
             Err(e) => Err(e.into()),
         };

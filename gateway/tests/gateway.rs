@@ -912,3 +912,24 @@ virtualHosts:
     let r = curl(&["-H", "Host: x.foobar.com", &format!("{base}/get_ip")]).await;
     assert_eq!(r.body, format!("[v1] Hello, Your ip is {}", v1.ip()));
 }
+
+/// Endpoints given as DNS names resolve (hickory, with the system's hosts file and resolv.conf).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_name_endpoints() {
+    let v1 = backend("v1").await;
+    let yaml = format!(
+        r#"
+listeners:
+- {{name: http, address: "127.0.0.10:0", protocol: HTTP}}
+virtualHosts:
+- {{name: all, domains: ["*"], routes: [{{route: {{cluster: named}}}}]}}
+clusters:
+- {{name: named, endpoints: ["localhost:{}"]}}
+"#,
+        v1.port()
+    );
+    let gw = start(&yaml).await;
+    let r = curl(&[&format!("http://127.0.0.10:{}/dns", gw.addr("http").port())]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.starts_with("v1 GET /dns"), "{}", r.body);
+}

@@ -11,7 +11,7 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::upstream::{UpstreamCluster, connect_tcp, random};
+use super::upstream::{UpstreamCluster, random};
 use super::{Shared, State};
 use crate::config::{ListenerKind, SniRoute};
 use crate::sni::{MAX_CLIENT_HELLO, Peek, peek_sni};
@@ -93,7 +93,7 @@ async fn connect(cluster: &UpstreamCluster) -> Result<TcpStream, StreamError> {
     let (_, ep) = cluster
         .pick(random())
         .ok_or_else(|| StreamError::NoEndpoint(cluster.config.name.clone()))?;
-    Ok(connect_tcp(&ep.to_string(), cluster.config.connect_timeout).await?)
+    Ok(cluster.connect_tcp(&ep.to_string()).await?)
 }
 
 /// Serves one connection of a TLS_PASSTHROUGH or TCP listener.

@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use hickory_resolver::TokioResolver;
 use http::Uri;
 use http_body_util::combinators::BoxBody;
 use hyper_util::client::legacy::Client;
@@ -31,11 +32,11 @@ pub type UpstreamBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A cluster ready to take requests.
-#[derive(Debug)]
 pub struct UpstreamCluster {
     /// Its configuration.
     pub config: Cluster,
     client: Client<Connector, UpstreamBody>,
+    client_connector: Connector,
     next: AtomicUsize,
     active: Vec<AtomicUsize>,
 }
@@ -62,9 +63,10 @@ pub enum ConnectError {
 
 /// Connects to the endpoint named in the URI's authority, with TLS when the cluster originates
 /// it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Connector {
     timeout: Duration,
+    resolver: Option<TokioResolver>,
     tls: Option<(Arc<ClientConfig>, Option<String>)>,
 }
 
@@ -150,16 +152,56 @@ impl AsyncWrite for UpstreamStream {
     }
 }
 
-/// Resolves `host:port` (an IP literal needs no lookup) and connects with a deadline.
-pub async fn connect_tcp(authority: &str, timeout: Duration) -> Result<TcpStream, ConnectError> {
-    let attempt = async {
-        let addrs: Vec<std::net::SocketAddr> = match authority.parse() {
-            Ok(a) => vec![a],
-            Err(_) => tokio::net::lookup_host(authority)
+/// The gateway's DNS resolver: hickory with the system's resolv.conf and hosts file, caching
+/// answers for their TTL, so names are re-resolved when their records expire. `None` when the
+/// system configuration cannot be read; the OS resolver is used then.
+pub fn system_resolver() -> Option<TokioResolver> {
+    match TokioResolver::builder_tokio().and_then(|b| b.build()) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the system DNS configuration; using the OS resolver");
+            None
+        }
+    }
+}
+
+async fn resolve(
+    authority: &str,
+    resolver: Option<&TokioResolver>,
+) -> Result<Vec<std::net::SocketAddr>, ConnectError> {
+    if let Ok(a) = authority.parse() {
+        return Ok(vec![a]);
+    }
+    let fail = |e: io::Error| ConnectError::Resolve(authority.to_owned(), e);
+    match (resolver, authority.rsplit_once(':')) {
+        (Some(r), Some((host, port))) => {
+            let port: u16 = port
+                .parse()
+                .map_err(|_| fail(io::Error::new(io::ErrorKind::InvalidInput, "bad port")))?;
+            let ips = r
+                .lookup_ip(host)
                 .await
-                .map_err(|e| ConnectError::Resolve(authority.to_owned(), e))?
-                .collect(),
-        };
+                .map_err(|e| fail(io::Error::other(e.to_string())))?;
+            Ok(ips
+                .iter()
+                .map(|ip| std::net::SocketAddr::new(ip, port))
+                .collect())
+        }
+        _ => Ok(tokio::net::lookup_host(authority)
+            .await
+            .map_err(fail)?
+            .collect()),
+    }
+}
+
+/// Resolves `host:port` (an IP literal needs no lookup) and connects with a deadline.
+pub async fn connect_tcp(
+    authority: &str,
+    timeout: Duration,
+    resolver: Option<&TokioResolver>,
+) -> Result<TcpStream, ConnectError> {
+    let attempt = async {
+        let addrs = resolve(authority, resolver).await?;
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no addresses");
         for a in addrs {
             match TcpStream::connect(a).await {
@@ -185,7 +227,7 @@ impl Connector {
             .map(|a| a.as_str().to_owned())
             .ok_or_else(|| ConnectError::NoAuthority(uri.to_string()))?;
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let tcp = connect_tcp(&authority, self.timeout).await?;
+        let tcp = connect_tcp(&authority, self.timeout, self.resolver.as_ref()).await?;
         let Some((cfg, sni)) = self.tls else {
             return Ok(UpstreamStream::Plain(tcp));
         };
@@ -227,9 +269,29 @@ impl tower_service::Service<Uri> for Connector {
     }
 }
 
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("timeout", &self.timeout)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for UpstreamCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamCluster")
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
 impl UpstreamCluster {
-    /// Builds the cluster's connection pool.
-    pub fn new(config: &Cluster) -> Result<UpstreamCluster, TlsError> {
+    /// Builds the cluster's connection pool; DNS names resolve through `resolver`.
+    pub fn new(
+        config: &Cluster,
+        resolver: Option<TokioResolver>,
+    ) -> Result<UpstreamCluster, TlsError> {
         let h2 = config.protocol == UpstreamProtocol::Http2;
         let tls = match &config.tls {
             Some(t) => Some((tls::client_config(t, h2)?, t.sni.clone())),
@@ -237,6 +299,7 @@ impl UpstreamCluster {
         };
         let connector = Connector {
             timeout: config.connect_timeout,
+            resolver,
             tls,
         };
         let client = Client::builder(TokioExecutor::new())
@@ -245,10 +308,11 @@ impl UpstreamCluster {
             .timer(TokioTimer::new())
             .http2_only(h2)
             .set_host(false)
-            .build(connector);
+            .build(connector.clone());
         Ok(UpstreamCluster {
             config: config.clone(),
             client,
+            client_connector: connector,
             next: AtomicUsize::new(0),
             active: config
                 .endpoints
@@ -256,6 +320,12 @@ impl UpstreamCluster {
                 .map(|_| AtomicUsize::new(0))
                 .collect(),
         })
+    }
+
+    /// Opens a plain TCP connection to `authority` (TCP and passthrough listeners).
+    pub async fn connect_tcp(&self, authority: &str) -> Result<TcpStream, ConnectError> {
+        let c = &self.client_connector;
+        connect_tcp(authority, c.timeout, c.resolver.as_ref()).await
     }
 
     /// The pooled client.
