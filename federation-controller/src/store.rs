@@ -33,6 +33,7 @@ pub mod etcd;
 pub mod leader;
 pub mod memory;
 mod object;
+pub mod reflector;
 pub mod selector;
 
 pub use selector::{Selector, SelectorError};
