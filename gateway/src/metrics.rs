@@ -49,6 +49,10 @@ pub struct Metrics {
     pub upstream_active: Family<ClusterLabels, Gauge>,
     /// Upstream connect or protocol failures by cluster.
     pub upstream_failures: Family<ClusterLabels, Counter>,
+    /// Upstream connections opened, by cluster.
+    pub upstream_connections: Family<ClusterLabels, Counter>,
+    /// Upstream connections open now (in use or idle in the pool), by cluster.
+    pub upstream_connections_active: Family<ClusterLabels, Gauge>,
     /// Configuration reloads that were applied.
     pub reloads: Counter,
     /// Configuration reloads that were refused.
@@ -63,6 +67,20 @@ fn duration_histogram() -> Histogram {
 }
 
 impl Metrics {
+    /// The connection counters of `cluster`.
+    pub fn pool(&self, cluster: &str) -> crate::proxy::upstream::PoolMetrics {
+        let labels = ClusterLabels {
+            cluster: cluster.to_owned(),
+        };
+        crate::proxy::upstream::PoolMetrics {
+            opened: self.upstream_connections.get_or_create(&labels).clone(),
+            open: self
+                .upstream_connections_active
+                .get_or_create(&labels)
+                .clone(),
+        }
+    }
+
     /// Creates and registers every metric.
     pub fn new() -> Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
@@ -73,6 +91,8 @@ impl Metrics {
         let connections = Family::<ListenerLabels, Counter>::default();
         let upstream_active = Family::<ClusterLabels, Gauge>::default();
         let upstream_failures = Family::<ClusterLabels, Counter>::default();
+        let upstream_connections = Family::<ClusterLabels, Counter>::default();
+        let upstream_connections_active = Family::<ClusterLabels, Gauge>::default();
         let reloads = Counter::default();
         let reload_failures = Counter::default();
         let mut registry = Registry::with_prefix("causeway_gateway");
@@ -107,6 +127,16 @@ impl Metrics {
             upstream_failures.clone(),
         );
         registry.register(
+            "upstream_connections",
+            "Upstream connections opened",
+            upstream_connections.clone(),
+        );
+        registry.register(
+            "upstream_connections_active",
+            "Upstream connections open (in use or idle in the pool)",
+            upstream_connections_active.clone(),
+        );
+        registry.register(
             "config_reloads",
             "Applied configuration reloads",
             reloads.clone(),
@@ -123,6 +153,8 @@ impl Metrics {
             connections,
             upstream_active,
             upstream_failures,
+            upstream_connections,
+            upstream_connections_active,
             reloads,
             reload_failures,
             registry,

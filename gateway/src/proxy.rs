@@ -130,6 +130,7 @@ impl State {
         config: Config,
         previous: Option<&State>,
         resolver: Option<&hickory_resolver::TokioResolver>,
+        metrics: &Metrics,
     ) -> Result<State, TlsError> {
         let config = Arc::new(config);
         let mut routers = HashMap::new();
@@ -168,7 +169,11 @@ impl State {
                 .cloned();
             let cluster = match reuse {
                 Some(old) => old,
-                None => Arc::new(UpstreamCluster::new(c, resolver.cloned())?),
+                None => Arc::new(UpstreamCluster::new(
+                    c,
+                    resolver.cloned(),
+                    metrics.pool(name),
+                )?),
             };
             clusters.insert(name.clone(), cluster);
         }
@@ -241,7 +246,7 @@ impl Gateway {
         limits: Limits,
     ) -> Result<Arc<Gateway>, ApplyError> {
         let resolver = upstream::system_resolver();
-        let state = State::build(config, None, resolver.as_ref())?;
+        let state = State::build(config, None, resolver.as_ref(), &metrics)?;
         let mut server = auto::Builder::new(TokioExecutor::new());
         server
             .http1()
@@ -311,7 +316,12 @@ impl Gateway {
     pub async fn reload(&self, config: Config) -> Result<(), ApplyError> {
         let _one_at_a_time = self.reloading.lock().await;
         let previous = self.shared.state.load_full();
-        let result = match State::build(config, Some(&previous), self.resolver.as_ref()) {
+        let result = match State::build(
+            config,
+            Some(&previous),
+            self.resolver.as_ref(),
+            &self.shared.metrics,
+        ) {
             Ok(state) => self.apply(state).await,
             Err(e) => Err(e.into()),
         };

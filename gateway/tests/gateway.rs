@@ -613,6 +613,23 @@ virtualHosts:
         "{}",
         r.body
     );
+    // Pool stats: keep-alive means at most one upstream connection per request, usually one.
+    let opened: u32 = r
+        .body
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("causeway_gateway_upstream_connections_total{cluster=\"v1\"} ")
+        })
+        .unwrap_or_else(|| panic!("no upstream connection counter in {}", r.body))
+        .parse()
+        .unwrap();
+    assert!((1..=3).contains(&opened), "{opened}");
+    assert!(
+        r.body
+            .contains("causeway_gateway_upstream_connections_active{cluster=\"v1\"} "),
+        "{}",
+        r.body
+    );
     let r = curl(&["-X", "POST", &format!("{admin}/logging?level=debug")]).await;
     assert_eq!(r.status, 501, "no log control wired in this test: {r:?}");
     let r = curl(&[&format!("{admin}/nope")]).await;

@@ -15,6 +15,8 @@ use http_body_util::combinators::BoxBody;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -66,13 +68,40 @@ pub enum ConnectError {
 #[derive(Clone)]
 pub struct Connector {
     timeout: Duration,
+    pool: PoolMetrics,
     resolver: Option<TokioResolver>,
     tls: Option<(Arc<ClientConfig>, Option<String>)>,
 }
 
+/// An upstream connection, counted in the cluster's connection metrics while it is open.
+#[derive(Debug)]
+pub struct UpstreamStream {
+    io: UpstreamIo,
+    _open: OpenConnection,
+}
+
+/// Decrements the open-connections gauge when the connection is dropped.
+#[derive(Debug)]
+struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Connection counters of one cluster.
+#[derive(Debug, Clone, Default)]
+pub struct PoolMetrics {
+    /// Connections opened.
+    pub opened: Counter,
+    /// Connections open now (pooled idle ones included).
+    pub open: Gauge,
+}
+
 /// A plain or TLS upstream connection.
 #[derive(Debug)]
-pub enum UpstreamStream {
+pub enum UpstreamIo {
     /// Clear text.
     Plain(TcpStream),
     /// TLS originated by the gateway.
@@ -81,9 +110,9 @@ pub enum UpstreamStream {
 
 impl Connection for UpstreamStream {
     fn connected(&self) -> Connected {
-        match self {
-            UpstreamStream::Plain(_) => Connected::new(),
-            UpstreamStream::Tls(t) => {
+        match &self.io {
+            UpstreamIo::Plain(_) => Connected::new(),
+            UpstreamIo::Tls(t) => {
                 if t.get_ref().1.alpn_protocol() == Some(b"h2") {
                     Connected::new().negotiated_h2()
                 } else {
@@ -100,10 +129,7 @@ impl AsyncRead for UpstreamStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
     }
 }
 
@@ -113,23 +139,66 @@ impl AsyncWrite for UpstreamStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+impl AsyncRead for UpstreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            UpstreamIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            UpstreamIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            UpstreamIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 
@@ -139,15 +208,15 @@ impl AsyncWrite for UpstreamStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            UpstreamIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
-            UpstreamStream::Plain(s) => s.is_write_vectored(),
-            UpstreamStream::Tls(s) => s.is_write_vectored(),
+            UpstreamIo::Plain(s) => s.is_write_vectored(),
+            UpstreamIo::Tls(s) => s.is_write_vectored(),
         }
     }
 }
@@ -222,14 +291,24 @@ pub async fn connect_tcp(
 
 impl Connector {
     async fn connect(self, uri: Uri) -> Result<UpstreamStream, ConnectError> {
+        let io = self.connect_io(uri).await?;
+        self.pool.opened.inc();
+        self.pool.open.inc();
+        Ok(UpstreamStream {
+            io,
+            _open: OpenConnection(self.pool.open.clone()),
+        })
+    }
+
+    async fn connect_io(&self, uri: Uri) -> Result<UpstreamIo, ConnectError> {
         let authority = uri
             .authority()
             .map(|a| a.as_str().to_owned())
             .ok_or_else(|| ConnectError::NoAuthority(uri.to_string()))?;
         let deadline = tokio::time::Instant::now() + self.timeout;
         let tcp = connect_tcp(&authority, self.timeout, self.resolver.as_ref()).await?;
-        let Some((cfg, sni)) = self.tls else {
-            return Ok(UpstreamStream::Plain(tcp));
+        let Some((cfg, sni)) = self.tls.clone() else {
+            return Ok(UpstreamIo::Plain(tcp));
         };
         let host = match sni {
             Some(s) => s,
@@ -249,7 +328,7 @@ impl Connector {
             .await
             .map_err(|_| ConnectError::Timeout(authority.clone(), self.timeout))?
             .map_err(|e| ConnectError::Tls(format!("{authority} (SNI {host})"), e))?;
-        Ok(UpstreamStream::Tls(Box::new(tls)))
+        Ok(UpstreamIo::Tls(Box::new(tls)))
     }
 }
 
@@ -291,6 +370,7 @@ impl UpstreamCluster {
     pub fn new(
         config: &Cluster,
         resolver: Option<TokioResolver>,
+        pool: PoolMetrics,
     ) -> Result<UpstreamCluster, TlsError> {
         let h2 = config.protocol == UpstreamProtocol::Http2;
         let tls = match &config.tls {
@@ -299,6 +379,7 @@ impl UpstreamCluster {
         };
         let connector = Connector {
             timeout: config.connect_timeout,
+            pool,
             resolver,
             tls,
         };
