@@ -147,7 +147,8 @@ macro_rules! suite {
         suite!(@tests $backend, $make, [
             crud, preconditions, generation_rules, label_selectors, watch_order_and_resume,
             watch_scopes, watch_gone_after_compaction, delete_events, concurrent_writers,
-            transactions, watch_with_selector, list_then_watch_misses_nothing $(, $extra)*
+            transactions, watch_with_selector, list_then_watch_misses_nothing, size_limits
+            $(, $extra)*
         ]);
     };
     (@tests $backend:ident, $make:expr, [$($test:ident),*]) => {
@@ -1344,5 +1345,66 @@ async fn watch_ends_with_an_error_when_etcd_dies(h: &mut Harness) {
     assert_eq!(
         next_event(&mut again).await.unwrap().resource_version,
         second.resource_version()
+    );
+}
+
+/// Objects over 1 MB are refused by every backend, with the reason; a transaction of large
+/// objects that etcd would refuse is refused as invalid too.
+async fn size_limits(h: &mut Harness) {
+    let store = h.store();
+    let big = "x".repeat(1_100_000);
+    let e = store
+        .put(
+            ap("retail", "big", json!({}), json!({ "blob": big })),
+            Expect::Any,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Invalid { .. }), "{e}");
+    assert!(e.to_string().contains("1000000 bytes"), "{e}");
+    assert!(store.get(&ap_key("retail", "big")).await.unwrap().is_none());
+    let small = store
+        .put(ap("retail", "small", json!({}), json!({})), Expect::Any)
+        .await
+        .unwrap();
+    let e = store
+        .put_status(
+            &ap_key("retail", "small"),
+            json!({ "blob": big }),
+            Expect::Any,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Invalid { .. }), "{e}");
+
+    // Two 900 kB objects: each fits, together they are more than etcd takes in one request.
+    let chunk = "y".repeat(900_000);
+    let writes = vec![
+        Write::Put(
+            ap("retail", "c1", json!({}), json!({ "blob": chunk })),
+            Expect::Any,
+        ),
+        Write::Put(
+            ap("retail", "c2", json!({}), json!({ "blob": chunk })),
+            Expect::Any,
+        ),
+    ];
+    let result = store.transaction(writes).await;
+    if matches!(h.backend, Backend::Etcd(_)) {
+        let e = result.unwrap_err();
+        assert!(matches!(e, StoreError::Invalid { .. }), "{e}");
+        assert!(e.to_string().contains("max-request-bytes"), "{e}");
+        assert!(store.get(&ap_key("retail", "c1")).await.unwrap().is_none());
+    } else {
+        // The memory store has no request limit.
+        assert_eq!(result.unwrap().len(), 2);
+    }
+    assert_eq!(
+        store
+            .get(&ap_key("retail", "small"))
+            .await
+            .unwrap()
+            .unwrap(),
+        small.object
     );
 }

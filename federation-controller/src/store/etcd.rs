@@ -304,6 +304,19 @@ fn contention(keys: &[ObjectKey]) -> StoreError {
 }
 
 fn unavailable(endpoints: &str, e: &etcd_client::Error) -> StoreError {
+    if let etcd_client::Error::GRpcStatus(status) = e
+        && status.message().contains("request is too large")
+    {
+        // Each object fits (the store checks), but a transaction of several may not.
+        return StoreError::invalid(
+            "transaction",
+            format!(
+                "etcd refused it as too large ({}): write fewer or smaller objects at once, or \
+                 raise etcd's --max-request-bytes",
+                status.message()
+            ),
+        );
+    }
     StoreError::Unavailable {
         backend: "etcd",
         message: format!("{e} (endpoints {endpoints}: check that etcd is running and reachable)"),

@@ -8,6 +8,11 @@ use super::{Expect, MAX_TRANSACTION_WRITES, ObjectKey, Outcome, StoreError, Writ
 /// Metadata fields the store sets; what a writer sends for them is ignored.
 const SYSTEM_METADATA: [&str; 4] = ["uid", "creationTimestamp", "resourceVersion", "generation"];
 
+/// Largest object accepted, as JSON. etcd refuses requests over 1.5 MiB by default
+/// (`--max-request-bytes`), Kubernetes objects over 1.5 MB; both backends refuse the same
+/// objects, with a message, rather than etcd failing obscurely.
+pub(crate) const MAX_OBJECT_BYTES: usize = 1_000_000;
+
 /// Longest name or namespace accepted (Kubernetes' limit for DNS subdomain names).
 const MAX_SEGMENT: usize = 253;
 
@@ -96,6 +101,20 @@ pub(crate) fn transaction_keys(writes: &[Write]) -> Result<Vec<ObjectKey>, Store
     Ok(keys)
 }
 
+fn check_size(object: &Value) -> Result<(), StoreError> {
+    let size = serde_json::to_vec(object).map_or(0, |v| v.len());
+    if size > MAX_OBJECT_BYTES {
+        return Err(StoreError::invalid(
+            "",
+            format!(
+                "the object is {size} bytes as JSON; the store takes objects up to \
+                 {MAX_OBJECT_BYTES} bytes: split it, or keep large data elsewhere"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Decides what a write does to `current` (the stored object with its resource version).
 pub(crate) fn plan(
     write: Write,
@@ -110,7 +129,10 @@ pub(crate) fn plan(
         Write::Put(body, expect) => {
             check_expect(key, expect, current_rv)?;
             Ok(match apply_put(body, current)? {
-                Some((object, outcome)) => Plan::Put(object, outcome),
+                Some((object, outcome)) => {
+                    check_size(&object)?;
+                    Plan::Put(object, outcome)
+                }
                 None => Plan::Unchanged(current.cloned().unwrap_or(Value::Null)),
             })
         }
@@ -120,6 +142,7 @@ pub(crate) fn plan(
             Ok(match apply_status(current, status) {
                 Some(mut object) => {
                     strip_resource_version(&mut object);
+                    check_size(&object)?;
                     Plan::Put(object, Outcome::Updated)
                 }
                 None => Plan::Unchanged(current.clone()),
