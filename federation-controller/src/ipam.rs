@@ -308,23 +308,30 @@ impl Ipam {
         }
     }
 
-    /// Every allocation, by owner.
+    /// Every allocation, by owner. Malformed claims are left out (and logged): one damaged
+    /// object must not stop the others from being reconciled.
     pub async fn list(&self) -> Result<Vec<Allocation>, IpamError> {
         let claims = self
             .store
             .list(&claim_type(), None, &Selector::everything())
             .await?;
-        claims
+        Ok(claims
             .items
             .iter()
-            .map(|object| {
+            .filter_map(|object| {
                 let owner = Owner::new(
                     text(object, "/metadata/namespace").unwrap_or_default(),
                     text(object, "/metadata/name").unwrap_or_default(),
                 );
-                parse_claim(&owner, object).map(|(a, _)| a)
+                match parse_claim(&owner, object) {
+                    Ok((allocation, _)) => Some(allocation),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "skipping a malformed VIP claim");
+                        None
+                    }
+                }
             })
-            .collect()
+            .collect())
     }
 
     /// The owner's address: the one it has if that still fits the request, else a new one
