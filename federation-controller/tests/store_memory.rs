@@ -255,3 +255,49 @@ async fn concurrent_writers_share_fsyncs_and_lose_nothing() {
     assert_eq!(all(&store).await, before);
     assert_eq!(before.len(), 500);
 }
+
+/// The files look as docs/store.md says (a reader of the data directory relies on it).
+#[tokio::test]
+async fn the_log_format_is_the_documented_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemoryStore::open(options(dir.path(), 1000)).unwrap();
+    store.put(ap("shop", 1), Expect::Any).await.unwrap();
+    store
+        .delete(
+            &ObjectKey::namespaced(ap_type(), "retail", "shop"),
+            Expect::Any,
+        )
+        .await
+        .unwrap();
+    drop(store);
+    let text = std::fs::read_to_string(dir.path().join("wal.jsonl")).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    let put = &lines[0]["txns"][0];
+    assert_eq!(put["rev"], 1);
+    assert_eq!(put["ops"][0]["op"], "put");
+    assert_eq!(put["ops"][0]["key"], "causeway.io/AccessPoint/retail/shop");
+    assert_eq!(put["ops"][0]["object"]["metadata"]["resourceVersion"], "1");
+    let delete = &lines[1]["txns"][0];
+    assert_eq!(delete["rev"], 2);
+    assert_eq!(delete["ops"][0]["op"], "delete");
+    assert!(delete["ops"][0].get("object").is_none());
+
+    let store = MemoryStore::open(options(dir.path(), 1)).unwrap();
+    store.put(ap("cart", 1), Expect::Any).await.unwrap();
+    drop(store);
+    let snapshot = std::fs::read_to_string(dir.path().join("snapshot.jsonl")).unwrap();
+    let lines: Vec<Value> = snapshot
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines[0],
+        json!({"format": "causeway-store-snapshot", "version": 1, "revision": 3, "objects": 1})
+    );
+    assert_eq!(lines[1]["key"], "causeway.io/AccessPoint/retail/cart");
+    assert_eq!(lines[1]["object"]["spec"]["n"], 1);
+}
