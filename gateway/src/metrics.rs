@@ -78,6 +78,8 @@ impl Metrics {
                 .upstream_connections_active
                 .get_or_create(&labels)
                 .clone(),
+            in_flight: self.upstream_active.get_or_create(&labels).clone(),
+            failures: self.upstream_failures.get_or_create(&labels).clone(),
         }
     }
 

@@ -453,6 +453,11 @@ async fn connection(shared: Arc<Shared>, addr: SocketAddr, stream: TcpStream, pe
         .clone();
     gauge.inc();
     shared.open.fetch_add(1, Ordering::Relaxed);
+    let duration = shared
+        .metrics
+        .request_duration
+        .get_or_create(&labels)
+        .clone();
     let _guard = OpenGuard {
         shared: shared.clone(),
         gauge,
@@ -469,6 +474,7 @@ async fn connection(shared: Arc<Shared>, addr: SocketAddr, stream: TcpStream, pe
                 scheme: "http",
                 peer,
                 sni: None,
+                duration: duration.clone(),
             };
             drop(state);
             serve_http(shared, info, stream).await;
@@ -498,6 +504,7 @@ async fn connection(shared: Arc<Shared>, addr: SocketAddr, stream: TcpStream, pe
                 scheme: "https",
                 peer,
                 sni,
+                duration: duration.clone(),
             };
             serve_http(shared, info, tls).await;
         }

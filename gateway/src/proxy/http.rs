@@ -17,7 +17,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use super::Shared;
 use super::upstream::{UpstreamBody, random, request_id};
 use crate::config::{Action, HeaderEdits, Redirect};
-use crate::metrics::{ListenerLabels, RequestLabels};
+use crate::metrics::RequestLabels;
 use crate::route::{self, Decision, RequestHead};
 
 /// The response body type of every answer.
@@ -34,6 +34,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// SNI of a TLS connection.
     pub sni: Option<Arc<str>>,
+    /// The listener's request-duration histogram, looked up once per connection.
+    pub duration: prometheus_client::metrics::histogram::Histogram,
 }
 
 /// The fields of one access log line, filled in as the request progresses.
@@ -105,14 +107,7 @@ impl Drop for LoggedBody {
 
 fn finish(shared: &Shared, conn: &ConnInfo, log: AccessLog) {
     let elapsed = log.start.elapsed();
-    let listener = conn.listener.to_string();
-    shared
-        .metrics
-        .request_duration
-        .get_or_create(&ListenerLabels {
-            listener: listener.clone(),
-        })
-        .observe(elapsed.as_secs_f64());
+    conn.duration.observe(elapsed.as_secs_f64());
     tracing::info!(
         target: "causeway::access",
         start_time = %rfc3339(log.start_time),
@@ -139,7 +134,7 @@ fn finish(shared: &Shared, conn: &ConnInfo, log: AccessLog) {
         .metrics
         .requests
         .get_or_create(&RequestLabels {
-            listener,
+            listener: conn.listener.to_string(),
             route: log.route,
             cluster: log.upstream_cluster,
             code: log.response_code,
@@ -439,14 +434,7 @@ async fn forward(
     *up.version_mut() = Version::HTTP_11;
 
     let guard = cluster.track(index);
-    let labels = crate::metrics::ClusterLabels {
-        cluster: cluster.config.name.clone(),
-    };
-    let active = shared
-        .metrics
-        .upstream_active
-        .get_or_create(&labels)
-        .clone();
+    let active = &cluster.metrics().in_flight;
     active.inc();
     let sent = cluster.client().request(up);
     let result = match fwd.timeout {
@@ -474,11 +462,7 @@ async fn forward(
             full(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
         }
         Err(e) => {
-            shared
-                .metrics
-                .upstream_failures
-                .get_or_create(&labels)
-                .inc();
+            cluster.metrics().failures.inc();
             let chain = error_chain(&e);
             tracing::warn!(
                 cluster = %cluster.config.name,

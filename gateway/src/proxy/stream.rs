@@ -128,13 +128,7 @@ pub async fn serve(
     let mut upstream = match connect(cluster).await {
         Ok(u) => u,
         Err(e) => {
-            shared
-                .metrics
-                .upstream_failures
-                .get_or_create(&crate::metrics::ClusterLabels {
-                    cluster: cluster_name.clone(),
-                })
-                .inc();
+            cluster.metrics().failures.inc();
             return Err(e);
         }
     };
