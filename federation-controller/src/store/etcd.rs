@@ -109,7 +109,10 @@ impl EtcdStore {
         let connect = ConnectOptions::new()
             .with_connect_timeout(options.connect_timeout)
             .with_timeout(options.request_timeout)
-            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            // A member cut off from its cluster's leader fails requests (and ends watches)
+            // instead of serving a view that silently stopped moving.
+            .with_require_leader(true);
         let client = Client::connect(&options.endpoints, Some(connect))
             .await
             .map_err(|e| unavailable(&endpoints, &e))?;
