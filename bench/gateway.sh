@@ -299,6 +299,6 @@ report
 if ((RECORD)); then
     f=$ROOT/docs/benchmarks.md
     [[ -f $f ]] || printf '# Benchmarks\n\nRecorded by `bench/gateway.sh --record`; newest last.\n\n' >"$f"
-    report >>"$f"
+    { echo; report; } >>"$f"
     echo "appended to $f" >&2
 fi
