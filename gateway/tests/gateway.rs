@@ -409,6 +409,24 @@ listeners:
     .await;
     assert_eq!(r.status, 200, "{r:?}");
     assert!(r.body.starts_with("db GET /through"), "{}", r.body);
+    // openssl s_client sees the upstream's own certificate, verified against the upstream's CA.
+    let out = tokio::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.3:{port}"),
+            "-servername",
+            "db.example.com",
+            "-CAfile",
+            ca_file.to_str().unwrap(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("openssl is installed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("subject=CN = db.example.com"), "{text}");
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
     // An SNI without a route is closed.
     let resolve = format!("other.example.com:{port}:127.0.0.3");
     let r = curl(&[
