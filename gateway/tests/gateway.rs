@@ -373,6 +373,8 @@ virtualHosts:
     let huge = format!("x-big: {}", "a".repeat(20 * 1024));
     let r = curl(&["-H", &huge, &url]).await;
     assert_eq!(r.status, 431, "{r:?}");
+    let r = curl(&["--http2-prior-knowledge", "-H", &huge, &url]).await;
+    assert_eq!(r.status, 431, "HTTP/2 too: {r:?}");
 }
 
 /// TLS passthrough: the client completes TLS with the upstream's own certificate; plain TCP
