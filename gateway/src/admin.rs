@@ -39,6 +39,12 @@ pub fn handle(
     query: Option<&str>,
 ) -> Response<Full<Bytes>> {
     match path {
+        // Load balancers take a draining gateway out of rotation by this answer.
+        "/ready" if gateway.draining() => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "DRAINING\n".into(),
+        ),
         "/ready" => reply(StatusCode::OK, "text/plain", "LIVE\n".into()),
         "/config_dump" => match serde_json::to_string_pretty(&*gateway.config()) {
             Ok(json) => reply(StatusCode::OK, "application/json", json + "\n"),

@@ -306,6 +306,11 @@ impl Gateway {
         map.get(&configured).map(|r| r.bound)
     }
 
+    /// Whether a shutdown has begun (listeners closed, connections draining).
+    pub fn draining(&self) -> bool {
+        *self.shared.drain.borrow()
+    }
+
     /// Open downstream connections.
     pub fn open_connections(&self) -> usize {
         self.shared.open.load(Ordering::Relaxed)

@@ -744,7 +744,11 @@ virtualHosts:
         async move { m.contains("causeway_gateway_upstream_requests_active{cluster=\"v1\"} 1\n") }
     })
     .await;
+    let admin = format!("http://{}/ready", gw.admin());
+    assert_eq!(curl(&[&admin]).await.status, 200);
     gateway.shutdown().await;
+    let r = curl(&[&admin]).await;
+    assert_eq!((r.status, r.body.trim()), (503, "DRAINING"));
     let (status, _, body) = slow.await.unwrap();
     assert_eq!(status, 200);
     assert!(body.starts_with("v1 GET /delay/300"), "{body}");
