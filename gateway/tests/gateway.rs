@@ -227,6 +227,18 @@ virtualHosts:
     assert_eq!(r.body, "upstream request timeout");
     let r = curl(&[&format!("http://127.0.0.1:{port}/delay/10")]).await;
     assert_eq!(r.status, 200, "{r:?}");
+    // The timeout bounds the whole exchange: a body still streaming when it passes is cut off
+    // (curl: "transfer closed with outstanding read data remaining").
+    let started = std::time::Instant::now();
+    let r = curl(&[&format!("http://127.0.0.1:{port}/stall-body")]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.exit, 18, "{r:?}");
+    assert!(r.body.starts_with("partial"), "{r:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     let r = curl(&[&format!("http://127.0.0.1:{port}/dead")]).await;
     assert_eq!(r.status, 503, "{r:?}");
 }

@@ -1,6 +1,7 @@
 //! The HTTP request path: route, answer locally or forward upstream, log.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,7 +22,46 @@ use crate::metrics::RequestLabels;
 use crate::route::{self, Decision, RequestHead};
 
 /// The response body type of every answer.
-pub type ResBody = BoxBody<Bytes, hyper::Error>;
+pub type ResBody = BoxBody<Bytes, BoxError>;
+
+/// Errors of response bodies: the upstream's, or the route timeout passing mid-body.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An upstream response body that fails once the route's deadline passes, so the route timeout
+/// bounds the whole exchange as in Envoy: the head before it gets a 504, a body still streaming
+/// after it is cut off (HTTP/1 closes the connection, HTTP/2 resets the stream).
+struct DeadlineBody {
+    inner: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(
+                "upstream response body not finished within the route timeout".into(),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// What is known about the downstream connection.
 #[derive(Debug, Clone)]
@@ -72,12 +112,12 @@ pub struct LoggedBody {
 
 impl Body for LoggedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let poll = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &poll
             && let Some(data) = frame.data_ref()
@@ -437,6 +477,7 @@ async fn forward(
     let active = &cluster.metrics().in_flight;
     active.inc();
     let sent = cluster.client().request(up);
+    let deadline = fwd.timeout.map(|t| tokio::time::Instant::now() + t);
     let result = match fwd.timeout {
         Some(t) => match tokio::time::timeout(t, sent).await {
             Ok(r) => r,
@@ -456,7 +497,15 @@ async fn forward(
             let (mut parts, body) = res.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             parts.version = Version::HTTP_11;
-            Response::from_parts(parts, body.boxed())
+            let body = match deadline {
+                Some(at) => DeadlineBody {
+                    inner: body,
+                    deadline: Box::pin(tokio::time::sleep_until(at)),
+                }
+                .boxed(),
+                None => body.map_err(BoxError::from).boxed(),
+            };
+            Response::from_parts(parts, body)
         }
         Err(e) if body_too_large(&e) => {
             full(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")

@@ -62,13 +62,41 @@ pub fn indent(pem: &str, n: usize) -> String {
         .join("\n")
 }
 
+/// A body that sends one chunk and then never finishes.
+struct Stall(bool);
+
+impl hyper::body::Body for Stall {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        if self.0 {
+            return std::task::Poll::Pending;
+        }
+        self.0 = true;
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(
+            b"partial",
+        )))))
+    }
+}
+
+type EchoBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
 /// The answer of the echo backends: name, request line, then every request header.
-async fn echo(name: Arc<str>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// `/delay/MS` waits before answering; `/stall-body` sends its head and part of a body, then
+/// stalls.
+async fn echo(name: Arc<str>, req: Request<Incoming>) -> Result<Response<EchoBody>, Infallible> {
     let path = req
         .uri()
         .path_and_query()
         .map(|p| p.to_string())
         .unwrap_or_default();
+    if path == "/stall-body" {
+        return Ok(Response::new(Stall(false).boxed()));
+    }
     if let Some(ms) = path.strip_prefix("/delay/") {
         let ms: u64 = ms.parse().unwrap_or(0);
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -84,7 +112,7 @@ async fn echo(name: Arc<str>, req: Request<Incoming>) -> Result<Response<Full<By
         .map(|b| b.to_bytes().len())
         .unwrap_or(0);
     body.push_str(&format!("body-bytes: {received}\n"));
-    let mut res = Response::new(Full::new(Bytes::from(body)));
+    let mut res = Response::new(Full::new(Bytes::from(body)).boxed());
     res.headers_mut().insert("x-backend", name.parse().unwrap());
     res.headers_mut()
         .insert("connection", "keep-alive".parse().unwrap());
