@@ -339,3 +339,73 @@ fn watch_streams_changes() {
         "no ADDED event for c3 within 10s:\n{seen}"
     );
 }
+
+#[test]
+fn status_and_rendered_show_what_the_controller_made_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Controller::start(dir.path());
+    let out = c.causeway(&[
+        "apply",
+        "-f",
+        "deploy/examples/01-clusters.yaml",
+        "-f",
+        "deploy/examples/02-accesspoint-shop.yaml",
+        "-f",
+        "deploy/examples/03-nameservice-shop-global.yaml",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The loop allocates a VIP and writes status; `status` shows it (poll: it is asynchronous).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let out = c.causeway(&["status"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        if text.contains("10.240.") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no VIP in status:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for want in [
+        "CLUSTERS",
+        "us-west/us-west-a",
+        "Unreachable",
+        "ACCESSPOINTS",
+        "shop.example.com,www.shop.example.com",
+        "NAMESERVICES",
+        "shop.global",
+    ] {
+        assert!(text.contains(want), "{want:?} missing in:\n{text}");
+    }
+
+    // No proxy is connected: --wait gives up and says why.
+    let out = c.causeway(&["status", "--wait", "1s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("not ready after"), "{err}");
+    assert!(err.contains("cluster c1: Unreachable"), "{err}");
+    assert!(
+        err.contains("Secret retail/shop-cert does not exist"),
+        "the reason is shown: {err}"
+    );
+
+    // get with the status columns.
+    let out = c.causeway(&["get", "ap", "-n", "retail"]);
+    assert!(stdout(&out).contains("10.240."), "{}", stdout(&out));
+
+    let out = c.causeway(&["get", "rendered", "--cluster", "c1", "-o", "yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("cluster: c1"), "{text}");
+    assert!(text.contains("kind: WorkloadEntry"), "{text}");
+    let out = c.causeway(&["get", "rendered", "--cluster", "c9"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("\"c9\" is not registered"),
+        "{}",
+        stderr(&out)
+    );
+    let out = c.causeway(&["get", "rendered"]);
+    assert!(stderr(&out).contains("--cluster"), "{}", stderr(&out));
+}

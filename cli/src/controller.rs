@@ -22,6 +22,41 @@ pub struct Args {
     /// etcd endpoints for --store etcd, comma-separated (`http://127.0.0.1:2379`).
     #[arg(long, value_delimiter = ',', required_if_eq("store", "etcd"))]
     pub etcd_endpoints: Vec<String>,
+    /// A VIP pool, `NAME=CIDR[,CIDR...]`; repeat for more pools. Default: `default=10.240.0.0/16`.
+    #[arg(long = "vip-pool", value_name = "NAME=CIDRS", value_parser = parse_pool)]
+    pub vip_pools: Vec<(String, Vec<String>)>,
+    /// This controller's name in the leader election (etcd): the host name by default.
+    #[arg(long, env = "HOSTNAME", default_value = "controller")]
+    pub identity: String,
+    /// Leader lease time to live (etcd): how long a dead leader keeps the role, e.g. `10s`.
+    #[arg(long, default_value = "10s", value_parser = parse_ttl)]
+    pub leader_ttl: std::time::Duration,
+}
+
+fn parse_pool(text: &str) -> Result<(String, Vec<String>), String> {
+    let (name, cidrs) = text.split_once('=').ok_or_else(|| {
+        format!("{text:?}: write NAME=CIDR[,CIDR...], e.g. default=10.240.0.0/16")
+    })?;
+    let cidrs: Vec<String> = cidrs
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if name.is_empty() || cidrs.is_empty() {
+        return Err(format!(
+            "{text:?}: write NAME=CIDR[,CIDR...], e.g. default=10.240.0.0/16"
+        ));
+    }
+    Ok((name.to_owned(), cidrs))
+}
+
+fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
+    let d = causeway_crds::duration::parse_duration(text).map_err(|e| e.to_string())?;
+    if d < std::time::Duration::from_secs(2) {
+        return Err("the leader lease must be at least 2s".to_owned());
+    }
+    Ok(d)
 }
 
 /// Store backends.
@@ -42,6 +77,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             StoreKind::Memory => StoreChoice::Memory,
             StoreKind::Etcd => StoreChoice::Etcd(args.etcd_endpoints.clone()),
         },
+        vip_pools: if args.vip_pools.is_empty() {
+            run::default_vip_pools()
+        } else {
+            args.vip_pools.iter().cloned().collect()
+        },
+        identity: args.identity.clone(),
+        leader_ttl: args.leader_ttl,
     };
     let data_dir = args.data_dir.display().to_string();
     run::run(

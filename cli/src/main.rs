@@ -14,6 +14,7 @@ mod crds;
 mod demo_app;
 mod gateway;
 mod objects;
+mod status;
 mod validate;
 
 /// Causeway: a multi-cluster federation gateway.
@@ -66,8 +67,12 @@ enum Command {
         #[command(flatten)]
         server: client::ServerArgs,
     },
-    /// Show resources: `causeway get accesspoints -n retail`, `causeway get ap shop -o yaml`.
+    /// Show resources: `causeway get accesspoints -n retail`, `causeway get ap shop -o yaml`;
+    /// `causeway get rendered --cluster c1` shows what cluster c1 gets from the controller.
     Get {
+        /// Cluster whose configuration `get rendered` shows.
+        #[arg(long)]
+        cluster: Option<String>,
         /// Kind: name, plural or short name (cl, ap, nsvc, xsvc, we, se, secret).
         kind: String,
         /// One object's name; every object when left out.
@@ -100,12 +105,26 @@ enum Command {
         #[command(flatten)]
         server: client::ServerArgs,
     },
+    /// Show the federation: clusters (locality, phase, proxies), AccessPoints (VIP, hosts,
+    /// phase), NameServices. With --wait, exit 0 as soon as everything is Ready, or 1 with what
+    /// is not when the time is up.
+    Status {
+        /// Wait up to this long (`60s`, `2m`) for everything to be Ready.
+        #[arg(long, value_name = "DURATION", value_parser = parse_wait)]
+        wait: Option<std::time::Duration>,
+        #[command(flatten)]
+        server: client::ServerArgs,
+    },
     /// Run the L7 gateway from a static configuration file (see docs/gateway.md).
     Gateway(gateway::Args),
     /// Run the demo backend (the seeds' multiroute app) for tests and the quickstart.
     DemoApp(demo_app::Args),
     /// Print the version.
     Version,
+}
+
+fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
+    causeway_crds::duration::parse_duration(text).map_err(|e| e.to_string())
 }
 
 /// Runs an async command on a runtime of its own.
@@ -141,6 +160,7 @@ fn main() -> ExitCode {
         }),
         Command::Get {
             kind,
+            cluster,
             name,
             namespace,
             all_namespaces,
@@ -149,6 +169,9 @@ fn main() -> ExitCode {
             server,
         } => block_on(async move {
             let c = client::ApiClient::new(&server)?;
+            if kind == "rendered" {
+                return objects::rendered(&c, cluster.as_deref(), output).await;
+            }
             objects::get(
                 &c,
                 &kind,
@@ -168,6 +191,10 @@ fn main() -> ExitCode {
         } => block_on(async move {
             let c = client::ApiClient::new(&server)?;
             objects::delete(&c, &kind, &names, &namespace).await
+        }),
+        Command::Status { wait, server } => block_on(async move {
+            let c = client::ApiClient::new(&server)?;
+            status::run(&c, wait).await
         }),
         Command::Version => {
             println!("causeway {}", env!("CARGO_PKG_VERSION"));

@@ -315,6 +315,35 @@ pub async fn get(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `causeway get rendered --cluster NAME`: the gateway and sidecar configuration and the Istio
+/// objects the controller renders for one cluster (YAML unless `-o json`).
+pub async fn rendered(
+    client: &ApiClient,
+    cluster: Option<&str>,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let Some(cluster) = cluster else {
+        bail!("get rendered needs --cluster NAME (see `causeway get clusters`)");
+    };
+    let path = format!(
+        "/apis/causeway.io/v1alpha1/clusters/{}/rendered",
+        encode(cluster)
+    );
+    let a = client.call(Method::GET, &path, None).await?;
+    if a.status == StatusCode::NOT_FOUND {
+        eprintln!("Error from server (NotFound): {}", a.message());
+        return Ok(ExitCode::FAILURE);
+    }
+    if !a.status.is_success() {
+        bail!("{}", a.message());
+    }
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&a.body)?),
+        Output::Yaml | Output::Table => print!("{}", serde_yaml::to_string(&a.body)?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Percent-encodes a query value.
 fn encode(s: &str) -> String {
     s.bytes()

@@ -46,6 +46,9 @@ pub struct ApiState {
     /// The bearer token every request must carry; `None` turns authentication off (tests and
     /// explicitly insecure setups only).
     pub token: Option<Arc<str>>,
+    /// The controller's latest desired state (`causeway get rendered`); `None` when the API
+    /// runs without a reconcile loop (tests of the API alone).
+    pub desired: Option<tokio::sync::watch::Receiver<Arc<crate::reconcile::Desired>>>,
 }
 
 /// The API's routes.
@@ -59,6 +62,10 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/apis/{group}/{version}/{plural}/{name}/status",
             put(apply_status),
+        )
+        .route(
+            "/apis/{group}/{version}/{plural}/{name}/rendered",
+            get(rendered),
         )
         .route(
             "/apis/{group}/{version}/namespaces/{namespace}/{plural}",
@@ -84,6 +91,43 @@ pub fn router(state: ApiState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// `GET /apis/causeway.io/v1alpha1/clusters/NAME/rendered`: what member cluster NAME gets from
+/// the latest translation (`causeway get rendered --cluster NAME`).
+async fn rendered(
+    State(state): State<ApiState>,
+    Path(p): Path<PathParams>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let name = p.name.clone().unwrap_or_default();
+    if p.group.as_deref() != Some("causeway.io") || p.plural != "clusters" {
+        return Err(status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "only clusters have a rendered view: /apis/causeway.io/v1alpha1/clusters/NAME/rendered",
+            None,
+        ));
+    }
+    let Some(desired) = &state.desired else {
+        return Err(status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "this API runs without a reconcile loop; nothing is rendered",
+            None,
+        ));
+    };
+    let d = desired.borrow().clone();
+    match d.rendered(&name) {
+        Some(v) => Ok(axum::Json(v)),
+        None => Err(status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!(
+                "cluster {name:?} is not registered (or not translated yet); list clusters with `causeway get clusters`"
+            ),
+            None,
+        )),
+    }
 }
 
 /// A failed request, answered as a Kubernetes `Status`.
@@ -313,13 +357,15 @@ async fn list_inner(st: ApiState, p: PathParams, q: ListQuery) -> Response {
             Ok(s) => s,
             Err(e) => return store_error(&e).into_response(),
         };
+        // Kubernetes' selector semantics: an object that starts matching is ADDED, one that
+        // stops matching is DELETED.
         let body = stream
-            .filter(move |ev| {
-                let keep = match ev {
-                    Ok(ev) => selector.matches(&ev.object),
-                    Err(_) => true,
+            .filter_map(move |ev| {
+                let kept = match ev {
+                    Ok(ev) => ev.select(&selector).map(Ok),
+                    Err(e) => Some(Err(e)),
                 };
-                async move { keep }
+                async move { kept }
             })
             .map(|ev| {
                 let line = match ev {

@@ -609,28 +609,33 @@ impl Ipam {
         let (sharing, owning): (Vec<&AccessPoint>, Vec<&AccessPoint>) = access_points
             .iter()
             .partition(|ap| ap.spec.vip.share_with.is_some());
-        let mut out: BTreeMap<Owner, Result<IpAddr, IpamError>> =
-            futures::stream::iter(owning.iter().map(|ap| {
-                let owner = owner_of(ap);
+        // Owned inputs first: a stream over borrowed AccessPoints makes the future not `Send`
+        // for every lifetime (rust-lang/rust#102211), and the controller spawns it.
+        let jobs: Vec<(Owner, Result<Request, IpamError>)> = owning
+            .iter()
+            .map(|ap| {
                 let vip = &ap.spec.vip;
-                async move {
-                    let request = match vip.address.as_deref().map(str::parse::<IpAddr>) {
-                        None => Ok(Request::pool(&vip.pool)),
-                        Some(Ok(address)) => Ok(Request {
-                            pool: vip.pool.clone(),
-                            address: Some(address),
-                        }),
-                        Some(Err(_)) => Err(IpamError::InvalidAddress {
-                            address: vip.address.clone().unwrap_or_default(),
-                        }),
-                    };
-                    let result = match request {
-                        Ok(request) => self.allocate(&owner, &request).await.map(|a| a.address),
-                        Err(e) => Err(e),
-                    };
-                    (owner, result)
-                }
-            }))
+                let request = match vip.address.as_deref().map(str::parse::<IpAddr>) {
+                    None => Ok(Request::pool(&vip.pool)),
+                    Some(Ok(address)) => Ok(Request {
+                        pool: vip.pool.clone(),
+                        address: Some(address),
+                    }),
+                    Some(Err(_)) => Err(IpamError::InvalidAddress {
+                        address: vip.address.clone().unwrap_or_default(),
+                    }),
+                };
+                (owner_of(ap), request)
+            })
+            .collect();
+        let mut out: BTreeMap<Owner, Result<IpAddr, IpamError>> = futures::stream::iter(jobs)
+            .map(|(owner, request)| async move {
+                let result = match request {
+                    Ok(request) => self.allocate(&owner, &request).await.map(|a| a.address),
+                    Err(e) => Err(e),
+                };
+                (owner, result)
+            })
             .buffer_unordered(PARALLEL)
             .collect()
             .await;

@@ -8,6 +8,8 @@
 pub mod api;
 pub mod ipam;
 pub mod placement;
+pub mod reconcile;
 pub mod run;
+pub mod status;
 pub mod store;
 pub mod translate;

@@ -6,9 +6,17 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
 use crate::api::{self, ApiState};
+use crate::reconcile::{Desired, Reconciler};
+use crate::status::ProxyReport;
 use crate::store::Store;
 use crate::store::etcd::{EtcdOptions, EtcdStore};
+use crate::store::leader::{ElectionOptions, Leadership};
 use crate::store::memory::{MemoryOptions, MemoryStore};
 
 /// Default address of the controller API (loopback only unless configured).
@@ -34,6 +42,32 @@ pub struct ControllerConfig {
     pub data_dir: PathBuf,
     /// The store backend.
     pub store: StoreChoice,
+    /// VIP pools: name → CIDRs. AccessPoints pick one with `spec.vip.pool` (default `default`).
+    pub vip_pools: BTreeMap<String, Vec<String>>,
+    /// Who this controller is in a leader election (etcd only); the host name by default.
+    pub identity: String,
+    /// Lease time to live of the leader election (etcd only).
+    pub leader_ttl: Duration,
+}
+
+/// The default VIP pool: `10.240.0.0/16`, as in the examples.
+pub fn default_vip_pools() -> BTreeMap<String, Vec<String>> {
+    [("default".to_owned(), vec!["10.240.0.0/16".to_owned()])].into()
+}
+
+impl ControllerConfig {
+    /// A configuration with the defaults: memory store in `data_dir`, API on
+    /// [`DEFAULT_API_ADDR`], the default VIP pool.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ControllerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 15080)),
+            data_dir: data_dir.into(),
+            store: StoreChoice::Memory,
+            vip_pools: default_vip_pools(),
+            identity: "controller".to_owned(),
+            leader_ttl: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Why the controller could not start.
@@ -63,6 +97,9 @@ pub enum RunError {
     /// The server failed while running.
     #[error("API server: {0}")]
     Serve(std::io::Error),
+    /// The VIP pools are misconfigured.
+    #[error("VIP pools: {0}")]
+    Pools(#[from] crate::ipam::IpamError),
 }
 
 /// Reads the API token from the data directory, creating a random one (readable by the owner
@@ -119,16 +156,87 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(path, format!("{text}\n"))
 }
 
-/// Opens the configured store.
-pub async fn open_store(cfg: &ControllerConfig) -> Result<Arc<dyn Store>, RunError> {
+/// The opened store, and for etcd the concrete handle that leader election needs.
+struct Opened {
+    store: Arc<dyn Store>,
+    etcd: Option<EtcdStore>,
+}
+
+async fn open(cfg: &ControllerConfig) -> Result<Opened, RunError> {
     Ok(match &cfg.store {
-        StoreChoice::Memory => Arc::new(MemoryStore::open(MemoryOptions::persistent(
-            cfg.data_dir.join("store"),
-        ))?),
+        StoreChoice::Memory => Opened {
+            store: Arc::new(MemoryStore::open(MemoryOptions::persistent(
+                cfg.data_dir.join("store"),
+            ))?),
+            etcd: None,
+        },
         StoreChoice::Etcd(endpoints) => {
-            Arc::new(EtcdStore::connect(EtcdOptions::new(endpoints.clone())).await?)
+            let etcd = EtcdStore::connect(EtcdOptions::new(endpoints.clone())).await?;
+            Opened {
+                store: Arc::new(etcd.clone()),
+                etcd: Some(etcd),
+            }
         }
     })
+}
+
+/// Opens the configured store.
+pub async fn open_store(cfg: &ControllerConfig) -> Result<Arc<dyn Store>, RunError> {
+    Ok(open(cfg).await?.store)
+}
+
+/// Turns leadership into "the store to write through while leading": the store itself with
+/// the memory backend (always the leader), a store fenced with the current term with etcd.
+fn leader_writer(
+    opened: &Opened,
+    cfg: &ControllerConfig,
+) -> (watch::Receiver<Option<Arc<dyn Store>>>, Campaign) {
+    match &opened.etcd {
+        None => {
+            let (tx, rx) = watch::channel(Some(opened.store.clone()));
+            (rx, Campaign::Always { _keep: tx })
+        }
+        Some(etcd) => {
+            let mut options = ElectionOptions::new("controller", cfg.identity.clone());
+            options.ttl = cfg.leader_ttl;
+            let leadership = Leadership::campaign(etcd, options);
+            let (tx, rx) = watch::channel(None);
+            let mut changes = leadership.changes();
+            let fences = leadership.fence_changes();
+            let etcd = etcd.clone();
+            tokio::spawn(async move {
+                let mut fences = fences;
+                loop {
+                    let leading = *changes.borrow_and_update();
+                    let fence = fences.borrow_and_update().clone();
+                    let writer: Option<Arc<dyn Store>> = match (leading, fence) {
+                        (true, Some(f)) => {
+                            tracing::info!("leading: allocating VIPs and writing status");
+                            Some(Arc::new(etcd.fenced(f)))
+                        }
+                        _ => None,
+                    };
+                    tx.send_replace(writer);
+                    tokio::select! {
+                        r = changes.changed() => if r.is_err() { return },
+                        r = fences.changed() => if r.is_err() { return },
+                    }
+                }
+            });
+            (rx, Campaign::Etcd(leadership))
+        }
+    }
+}
+
+/// What keeps the leadership signal alive.
+enum Campaign {
+    /// The memory store: this controller always leads.
+    Always {
+        /// Held so the signal never closes; never read.
+        _keep: watch::Sender<Option<Arc<dyn Store>>>,
+    },
+    /// An etcd election.
+    Etcd(Leadership),
 }
 
 /// Runs the controller until `shutdown` completes. `on_listening` is told the bound address
@@ -139,7 +247,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let token = ensure_token(&cfg.data_dir)?;
-    let store = open_store(&cfg).await?;
+    let pools = crate::ipam::pools(&cfg.vip_pools)?;
+    let opened = open(&cfg).await?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| RunError::Listen {
@@ -147,13 +256,32 @@ pub async fn run(
             source,
         })?;
     let addr = listener.local_addr().map_err(RunError::Serve)?;
+    let (leader, leadership) = leader_writer(&opened, &cfg);
+    let (desired_tx, desired) = watch::channel(Arc::new(Desired::default()));
+    let (proxies_tx, proxies) = watch::channel(ProxyReport::default());
+    let reconciler = Reconciler {
+        store: opened.store.clone(),
+        leader,
+        pools,
+        proxies,
+        desired: desired_tx,
+    };
+    let loop_task = tokio::spawn(reconciler.run());
     let app = api::router(ApiState {
-        store,
+        store: opened.store,
         token: Some(token.into()),
+        desired: Some(desired),
     });
     on_listening(addr);
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(RunError::Serve)
+        .map_err(RunError::Serve);
+    loop_task.abort();
+    drop(proxies_tx);
+    if let Campaign::Etcd(l) = leadership {
+        // Hand over at once instead of making the next leader wait for the lease.
+        l.resign().await;
+    }
+    served
 }

@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 
 use causeway_crds::istio::WorkloadEntry;
-use causeway_crds::v1alpha1::{AccessPoint, Cluster, NameService};
+use causeway_crds::v1alpha1::{AccessPoint, Cluster, ExternalService, NameService};
+use k8s_openapi::api::core::v1::Secret;
 
 use crate::placement::{self, HostConflict, ObjectKey, Placed, PlacementIssue, Workload};
 
@@ -24,6 +25,27 @@ pub struct Snapshot {
     pub name_services: Vec<NameService>,
     /// Backend endpoints outside Kubernetes (standalone mode), Istio's WorkloadEntry.
     pub workload_entries: Vec<WorkloadEntry>,
+    /// External hosts reached through egress gateways.
+    pub external_services: Vec<ExternalService>,
+    /// Certificates, keys and CA bundles that listeners and origination refer to.
+    pub secrets: Vec<Secret>,
+}
+
+impl Snapshot {
+    /// The Secret `name` in `namespace`.
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<&Secret> {
+        self.secrets.iter().find(|s| {
+            s.metadata.name.as_deref() == Some(name)
+                && s.metadata.namespace.as_deref().unwrap_or("default") == namespace
+        })
+    }
+
+    /// The Cluster called `name`.
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some(name))
+    }
 }
 
 /// The translator's judgement of one AccessPoint, which the status writer turns into

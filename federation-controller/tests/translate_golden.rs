@@ -56,7 +56,8 @@ fn snapshot(files: &[PathBuf]) -> Snapshot {
                         s.workload_entries.push(*w);
                     }
                 }
-                Resource::ExternalService(_) | Resource::Secret(_) => {}
+                Resource::ExternalService(x) => s.external_services.push(*x),
+                Resource::Secret(x) => s.secrets.push(*x),
             }
         }
     }

@@ -114,6 +114,11 @@ impl Leadership {
         self.fence.borrow().clone()
     }
 
+    /// A receiver of the current term's fence (`Some` while leading on etcd).
+    pub fn fence_changes(&self) -> watch::Receiver<Option<Fence>> {
+        self.fence.clone()
+    }
+
     /// A receiver of leadership changes (`true`: leading).
     pub fn changes(&self) -> watch::Receiver<bool> {
         self.state.clone()

@@ -1,0 +1,400 @@
+//! `causeway status`: one screen with the federation's health — clusters with locality, phase
+//! and proxies; AccessPoints with VIP, hosts and phase; NameServices with their endpoints —
+//! and `--wait`, which exits 0 once everything is Ready (scripts and `causeway up` use it).
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use hyper::Method;
+use serde_json::Value;
+
+use crate::client::ApiClient;
+
+/// Everything `status` shows, as fetched.
+#[derive(Debug, Default)]
+pub struct Overview {
+    clusters: Vec<Value>,
+    access_points: Vec<Value>,
+    name_services: Vec<Value>,
+}
+
+async fn list(client: &ApiClient, path: &str) -> anyhow::Result<Vec<Value>> {
+    let a = client.call(Method::GET, path, None).await?;
+    if !a.status.is_success() {
+        bail!("GET {path}: {}", a.message());
+    }
+    Ok(a.body
+        .get("items")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default())
+}
+
+impl Overview {
+    /// Reads clusters, AccessPoints and NameServices of every namespace.
+    pub async fn fetch(client: &ApiClient) -> anyhow::Result<Overview> {
+        Ok(Overview {
+            clusters: list(client, "/apis/causeway.io/v1alpha1/clusters").await?,
+            access_points: list(client, "/apis/causeway.io/v1alpha1/accesspoints").await?,
+            name_services: list(client, "/apis/causeway.io/v1alpha1/nameservices").await?,
+        })
+    }
+
+    /// What is not Ready yet, one line each; empty when everything is.
+    pub fn not_ready(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.clusters.is_empty() {
+            out.push("no clusters registered".to_owned());
+        }
+        for c in &self.clusters {
+            let phase = text(c, &["status", "phase"]);
+            if phase != "Ready" {
+                out.push(format!("cluster {}: {}", name(c), or_dash(&phase)));
+            }
+        }
+        for a in &self.access_points {
+            if a.pointer("/status/routingConfigured") != Some(&Value::Bool(true))
+                || a.pointer("/status/observedGeneration") != a.pointer("/metadata/generation")
+            {
+                out.push(format!(
+                    "accesspoint {}/{}: {}{}",
+                    namespace(a),
+                    name(a),
+                    or_dash(&text(a, &["status", "phase"])),
+                    first_false_condition(a)
+                        .map(|m| format!(" ({m})"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+        for n in &self.name_services {
+            let programmed = conditions(n)
+                .iter()
+                .any(|c| c["type"] == "Programmed" && c["status"] == "True");
+            if !programmed {
+                out.push(format!(
+                    "nameservice {}/{}: not programmed{}",
+                    namespace(n),
+                    name(n),
+                    first_false_condition(n)
+                        .map(|m| format!(" ({m})"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+        out
+    }
+
+    /// The three tables.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let clusters: Vec<Vec<String>> = self
+            .clusters
+            .iter()
+            .map(|c| {
+                vec![
+                    name(c),
+                    locality(c),
+                    or_dash(&text(c, &["spec", "role"])),
+                    or_dash(&text(c, &["status", "phase"])),
+                    or_dash(&text(c, &["status", "proxies"])),
+                    or_dash(&text(c, &["status", "lastSeen"])),
+                ]
+            })
+            .collect();
+        section(
+            &mut out,
+            "CLUSTERS",
+            &["NAME", "LOCALITY", "ROLE", "PHASE", "PROXIES", "LAST SEEN"],
+            &clusters,
+        );
+        let aps: Vec<Vec<String>> = self
+            .access_points
+            .iter()
+            .map(|a| {
+                let clusters = a
+                    .pointer("/status/clusters")
+                    .and_then(Value::as_array)
+                    .map(|cs| {
+                        cs.iter()
+                            .map(|c| format!("{}:{}", text(c, &["name"]), text(c, &["phase"])))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default();
+                vec![
+                    namespace(a),
+                    name(a),
+                    or_dash(&text(a, &["status", "vip"])),
+                    join(a.pointer("/spec/hosts")),
+                    or_dash(&text(a, &["status", "phase"])),
+                    or_dash(&text(a, &["status", "routingConfigured"])),
+                    or_dash(&clusters),
+                ]
+            })
+            .collect();
+        section(
+            &mut out,
+            "ACCESSPOINTS",
+            &[
+                "NAMESPACE",
+                "NAME",
+                "VIP",
+                "HOSTS",
+                "PHASE",
+                "ROUTING",
+                "CLUSTERS",
+            ],
+            &aps,
+        );
+        let nss: Vec<Vec<String>> = self
+            .name_services
+            .iter()
+            .map(|n| {
+                let endpoints = n
+                    .pointer("/status/endpoints")
+                    .and_then(Value::as_array)
+                    .map(|es| {
+                        es.iter()
+                            .map(|e| {
+                                format!("{}@{}", text(e, &["cluster"]), text(e, &["locality"]))
+                            })
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default();
+                let programmed = conditions(n)
+                    .iter()
+                    .find(|c| c["type"] == "Programmed")
+                    .map(|c| text(c, &["status"]))
+                    .unwrap_or_default();
+                vec![
+                    namespace(n),
+                    name(n),
+                    text(n, &["spec", "fqdn"]),
+                    or_dash(&endpoints),
+                    or_dash(&programmed),
+                ]
+            })
+            .collect();
+        section(
+            &mut out,
+            "NAMESERVICES",
+            &["NAMESPACE", "NAME", "FQDN", "ENDPOINTS", "PROGRAMMED"],
+            &nss,
+        );
+        out
+    }
+}
+
+fn conditions(v: &Value) -> Vec<Value> {
+    v.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// `Type: message` of the first condition that is False, for a one-line reason.
+fn first_false_condition(v: &Value) -> Option<String> {
+    conditions(v)
+        .into_iter()
+        .find(|c| c["status"] == "False")
+        .map(|c| format!("{}: {}", text(&c, &["reason"]), text(&c, &["message"])))
+}
+
+fn text(v: &Value, path: &[&str]) -> String {
+    let mut cur = v;
+    for p in path {
+        match cur.get(p) {
+            Some(x) => cur = x,
+            None => return String::new(),
+        }
+    }
+    match cur {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn name(v: &Value) -> String {
+    text(v, &["metadata", "name"])
+}
+
+fn namespace(v: &Value) -> String {
+    text(v, &["metadata", "namespace"])
+}
+
+fn locality(c: &Value) -> String {
+    let parts = ["region", "zone", "subzone"]
+        .iter()
+        .map(|p| text(c, &["spec", "locality", p]))
+        .collect::<Vec<_>>();
+    parts.join("/").trim_end_matches('/').to_owned()
+}
+
+fn join(v: Option<&Value>) -> String {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+fn or_dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".to_owned()
+    } else {
+        s.to_owned()
+    }
+}
+
+fn section(out: &mut String, title: &str, header: &[&str], rows: &[Vec<String>]) {
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    let _ = writeln!(out, "{title}");
+    if rows.is_empty() {
+        let _ = writeln!(out, "  (none)");
+        return;
+    }
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                let _ = write!(l, "{c:<w$}   ");
+            }
+        }
+        l.trim_end().to_owned()
+    };
+    let _ = writeln!(out, "{}", line(header.to_vec()));
+    for r in rows {
+        let _ = writeln!(out, "{}", line(r.iter().map(String::as_str).collect()));
+    }
+}
+
+/// `causeway status [--wait DURATION]`.
+pub async fn run(client: &ApiClient, wait: Option<Duration>) -> anyhow::Result<ExitCode> {
+    let Some(limit) = wait else {
+        let o = Overview::fetch(client).await?;
+        print!("{}", o.render());
+        return Ok(ExitCode::SUCCESS);
+    };
+    let deadline = Instant::now() + limit;
+    let mut last_report = Instant::now();
+    loop {
+        // The controller may still be starting: a refused connection is "not ready yet".
+        let (overview, problems) = match Overview::fetch(client).await {
+            Ok(o) => {
+                let p = o.not_ready();
+                (Some(o), p)
+            }
+            Err(e) => (None, vec![format!("controller: {e:#}")]),
+        };
+        if problems.is_empty()
+            && let Some(o) = overview
+        {
+            print!("{}", o.render());
+            return Ok(ExitCode::SUCCESS);
+        }
+        if Instant::now() >= deadline {
+            if let Some(o) = overview {
+                print!("{}", o.render());
+            }
+            eprintln!("not ready after {limit:?}:");
+            for p in problems {
+                eprintln!("  {p}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            eprintln!(
+                "waiting for {} thing(s), e.g. {}",
+                problems.len(),
+                problems.first().map(String::as_str).unwrap_or_default()
+            );
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    fn overview() -> Overview {
+        Overview {
+            clusters: vec![json!({
+                "metadata": {"name": "c1"},
+                "spec": {"locality": {"region": "us-west", "zone": "us-west-a"}, "role": "Gateway"},
+                "status": {"phase": "Ready", "proxies": 2}
+            })],
+            access_points: vec![json!({
+                "metadata": {"name": "shop", "namespace": "retail", "generation": 2},
+                "spec": {"hosts": ["shop.example.com"]},
+                "status": {"observedGeneration": 2, "vip": "10.240.0.7", "phase": "Ready",
+                           "routingConfigured": true,
+                           "clusters": [{"name": "c1", "phase": "Applied"}]}
+            })],
+            name_services: vec![json!({
+                "metadata": {"name": "shop-global", "namespace": "retail"},
+                "spec": {"fqdn": "shop.global"},
+                "status": {"endpoints": [{"cluster": "c1", "locality": "us-west/us-west-a"}],
+                           "conditions": [{"type": "Programmed", "status": "True"}]}
+            })],
+        }
+    }
+
+    #[test]
+    fn renders_three_tables() {
+        let text = overview().render();
+        assert!(
+            text.contains("c1     us-west/us-west-a   Gateway   Ready   2"),
+            "{text}"
+        );
+        assert!(text.contains("10.240.0.7"), "{text}");
+        assert!(text.contains("c1:Applied"), "{text}");
+        assert!(text.contains("c1@us-west/us-west-a"), "{text}");
+    }
+
+    #[test]
+    fn ready_only_when_everything_is() {
+        assert_eq!(overview().not_ready(), Vec::<String>::new());
+        let mut o = overview();
+        o.access_points[0]["metadata"]["generation"] = json!(3);
+        assert_eq!(
+            o.not_ready(),
+            ["accesspoint retail/shop: Ready"],
+            "an older observedGeneration is not ready"
+        );
+        let mut o = overview();
+        o.clusters[0]["status"]["phase"] = json!("Unreachable");
+        o.name_services[0]["status"]["conditions"] = json!([
+            {"type": "Programmed", "status": "False", "reason": "NoEndpoints", "message": "none"}
+        ]);
+        assert_eq!(
+            o.not_ready(),
+            [
+                "cluster c1: Unreachable",
+                "nameservice retail/shop-global: not programmed (NoEndpoints: none)"
+            ]
+        );
+        assert_eq!(Overview::default().not_ready(), ["no clusters registered"]);
+    }
+}

@@ -1,0 +1,380 @@
+//! The controller's loop: reflect every kind into typed indexes, and on each change (debounced)
+//! translate, allocate VIPs, publish the desired state and write statuses.
+//!
+//! Every controller translates and publishes (so each can serve xDS); only the leader allocates
+//! VIPs and writes status, through a store fenced with its term so a deposed leader's late write
+//! is refused. Status-only changes to stored objects (our own writes coming back) update the
+//! indexes without a new translation, so a steady federation is quiet.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use causeway_crds::istio::{IstioObject, WorkloadEntry};
+use causeway_crds::v1alpha1::{AccessPoint, Cluster, ExternalService, NameService};
+use futures::StreamExt;
+use futures::stream::SelectAll;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::ipam::{Ipam, Owner};
+use crate::placement::ObjectKey as NsName;
+use crate::status::{self, ProxyReport};
+use crate::store::reflector::{Cache, Reflected, reflect};
+use crate::store::{Expect, ObjectKey, ResourceType, Store, StoreError};
+use crate::translate::{self, AccessPointVerdict, Snapshot, object_key};
+
+/// The kinds the controller reads, in the order of [`Kind`].
+const KINDS: [(&str, &str); 6] = [
+    ("causeway.io", "Cluster"),
+    ("causeway.io", "AccessPoint"),
+    ("causeway.io", "NameService"),
+    ("causeway.io", "ExternalService"),
+    ("networking.istio.io", "WorkloadEntry"),
+    ("", "Secret"),
+];
+
+/// How long the loop waits for more changes before translating, and the longest it lets a burst
+/// delay a translation.
+pub const DEBOUNCE: (Duration, Duration) = (Duration::from_millis(20), Duration::from_millis(250));
+
+/// What the federation should look like now: the translator's output for one snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Desired {
+    /// Increases with every translation; proxies' configuration versions derive from it.
+    pub revision: u64,
+    /// The resources it was computed from.
+    pub snapshot: Arc<Snapshot>,
+    /// Placement and conflicts of every AccessPoint.
+    pub verdicts: BTreeMap<NsName, AccessPointVerdict>,
+    /// The VIP of every AccessPoint, or why it has none.
+    pub vips: BTreeMap<NsName, Result<IpAddr, String>>,
+    /// The Istio objects every member cluster gets (Kubernetes mode).
+    pub istio: Vec<IstioObject>,
+}
+
+impl Desired {
+    /// What member cluster `cluster` gets, as one readable document; `None` for an unknown
+    /// cluster.
+    pub fn rendered(&self, cluster: &str) -> Option<Value> {
+        self.snapshot.cluster(cluster)?;
+        Some(serde_json::json!({
+            "cluster": cluster,
+            "revision": self.revision,
+            "istio": self.istio,
+        }))
+    }
+}
+
+/// The loop's inputs and outputs.
+pub struct Reconciler {
+    /// Where the resources are read from.
+    pub store: Arc<dyn Store>,
+    /// Leadership: whether to allocate and write status, and through which (fenced) store.
+    pub leader: watch::Receiver<Option<Arc<dyn Store>>>,
+    /// VIP pools by name (CIDRs).
+    pub pools: BTreeMap<String, crate::ipam::Pool>,
+    /// What the proxies report, by cluster (from the xDS server).
+    pub proxies: watch::Receiver<ProxyReport>,
+    /// Where the desired state is published.
+    pub desired: watch::Sender<Arc<Desired>>,
+}
+
+#[derive(Default)]
+struct Indexes {
+    caches: [Cache; 6],
+    /// Kinds whose first full list arrived; nothing is translated before all have (a partial
+    /// view would release the VIPs of AccessPoints not yet read).
+    synced: [bool; 6],
+}
+
+/// Whether two versions of an object differ in more than `status` and the resource version.
+fn only_status_changed(old: &Value, new: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("status");
+            if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("resourceVersion");
+            }
+        }
+        v
+    };
+    strip(old) == strip(new)
+}
+
+impl Indexes {
+    /// Applies a reflected change; returns whether it needs a new translation.
+    fn apply(&mut self, kind: usize, r: Reflected) -> bool {
+        let Some(cache) = self.caches.get_mut(kind) else {
+            return false;
+        };
+        let relevant = match &r {
+            Reflected::Restarted(_) => true,
+            Reflected::Event(e) => {
+                !(e.event_type == crate::store::EventType::Modified
+                    && e.previous
+                        .as_ref()
+                        .is_some_and(|old| only_status_changed(old, &e.object)))
+            }
+        };
+        if matches!(r, Reflected::Restarted(_))
+            && let Some(s) = self.synced.get_mut(kind)
+        {
+            *s = true;
+        }
+        cache.apply(r);
+        relevant
+    }
+
+    fn synced(&self) -> bool {
+        self.synced.iter().all(|s| *s)
+    }
+
+    fn decode<T: DeserializeOwned>(&self, kind: usize) -> Vec<T> {
+        let Some(cache) = self.caches.get(kind) else {
+            return Vec::new();
+        };
+        cache
+            .objects()
+            .filter_map(|v| match serde_json::from_value::<T>(v.clone()) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    // Only valid objects are stored; this is a newer or older schema.
+                    tracing::warn!(kind = KINDS[kind].1, error = %e, "skipping an object that does not decode");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            clusters: self.decode::<Cluster>(0),
+            access_points: self.decode::<AccessPoint>(1),
+            name_services: self.decode::<NameService>(2),
+            external_services: self.decode::<ExternalService>(3),
+            workload_entries: self.decode::<WorkloadEntry>(4),
+            secrets: self.decode::<Secret>(5),
+        }
+    }
+}
+
+/// Translates a snapshot: a pure function of the resources and the VIPs.
+pub fn translate(
+    revision: u64,
+    snapshot: Arc<Snapshot>,
+    vips: BTreeMap<NsName, Result<IpAddr, String>>,
+) -> Desired {
+    let verdicts = translate::judge_access_points(&snapshot);
+    let istio = translate::istio::istio_objects(&snapshot);
+    Desired {
+        revision,
+        snapshot,
+        verdicts,
+        vips,
+        istio,
+    }
+}
+
+/// The VIPs AccessPoints already have in their status (what a follower serves with).
+fn vips_from_status(s: &Snapshot) -> BTreeMap<NsName, Result<IpAddr, String>> {
+    s.access_points
+        .iter()
+        .filter_map(|ap| {
+            let vip = ap.status.as_ref()?.vip.as_ref()?.parse::<IpAddr>().ok()?;
+            Some((object_key(&ap.metadata), Ok(vip)))
+        })
+        .collect()
+}
+
+/// Statuses that differ from the stored ones, as (key, status) writes.
+pub fn status_writes(
+    d: &Desired,
+    proxies: &ProxyReport,
+    now: Timestamp,
+) -> Vec<(ObjectKey, Value)> {
+    let s = &d.snapshot;
+    let mut out = Vec::new();
+    let mut push = |resource: usize, ns: Option<&str>, name: &str, new: Value, old: Value| {
+        if new != old {
+            let (group, kind) = KINDS[resource];
+            let rt = ResourceType::new(group, kind);
+            let key = match ns {
+                Some(ns) => ObjectKey::namespaced(rt, ns, name),
+                None => ObjectKey::cluster_scoped(rt, name),
+            };
+            out.push((key, new));
+        }
+    };
+    for c in &s.clusters {
+        let name = c.metadata.name.as_deref().unwrap_or_default();
+        let st = status::cluster_status(c, proxies.get(name), now);
+        push(0, None, name, json(&st), json(&c.status));
+    }
+    for ap in &s.access_points {
+        let key = object_key(&ap.metadata);
+        let Some(verdict) = d.verdicts.get(&key) else {
+            continue;
+        };
+        let st = status::access_point_status(ap, verdict, d.vips.get(&key), s, proxies, now);
+        push(1, Some(&key.0), &key.1, json(&st), json(&ap.status));
+    }
+    for n in &s.name_services {
+        let key = object_key(&n.metadata);
+        let (clusters, issues) = translate::name_service_clusters(n, s, &d.verdicts);
+        let st = status::name_service_status(n, &clusters, &issues, s, now);
+        push(2, Some(&key.0), &key.1, json(&st), json(&n.status));
+    }
+    for x in &s.external_services {
+        let key = object_key(&x.metadata);
+        let unresolved = status::external_unresolved(x, s);
+        let egress: Vec<String> = s
+            .clusters
+            .iter()
+            .filter(|c| !c.spec.gateways.is_empty())
+            .filter_map(|c| c.metadata.name.clone())
+            .collect();
+        let st = status::external_service_status(x, egress, &unresolved, now);
+        push(3, Some(&key.0), &key.1, json(&st), json(&x.status));
+    }
+    out
+}
+
+/// Completes when the value changes; never, once the sender is gone.
+async fn changed<T>(rx: &mut watch::Receiver<T>) {
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+impl Reconciler {
+    /// Runs until the store's reflectors end (never, in practice) or the task is dropped.
+    pub async fn run(mut self) {
+        let mut streams = SelectAll::new();
+        for (i, (group, kind)) in KINDS.iter().enumerate() {
+            let s = reflect(self.store.clone(), ResourceType::new(*group, *kind), None);
+            streams.push(s.map(move |r| (i, r)).boxed());
+        }
+        let mut idx = Indexes::default();
+        let mut revision = 0u64;
+        let mut dirty = false;
+        let mut status_dirty = false;
+        let mut ipam: Option<(Arc<dyn Store>, Ipam)> = None;
+        loop {
+            // Gather a burst of changes.
+            let first = if dirty || status_dirty {
+                None
+            } else {
+                tokio::select! {
+                    next = streams.next() => match next {
+                        Some(x) => Some(x),
+                        None => return,
+                    },
+                    () = changed(&mut self.proxies) => {
+                        status_dirty = true;
+                        None
+                    }
+                    () = changed(&mut self.leader) => {
+                        dirty = true;
+                        None
+                    }
+                }
+            };
+            if let Some((kind, r)) = first {
+                dirty |= idx.apply(kind, r);
+                status_dirty = true;
+                let start = Instant::now();
+                loop {
+                    let quiet = tokio::time::sleep(DEBOUNCE.0);
+                    tokio::select! {
+                        next = streams.next() => match next {
+                            Some((kind, r)) => dirty |= idx.apply(kind, r),
+                            None => return,
+                        },
+                        () = quiet => break,
+                    }
+                    if start.elapsed() >= DEBOUNCE.1 {
+                        break;
+                    }
+                }
+            }
+            if !idx.synced() {
+                continue;
+            }
+            let writer = self.leader.borrow().clone();
+            if !dirty && !status_dirty {
+                continue;
+            }
+            let snapshot = Arc::new(idx.snapshot());
+            if dirty {
+                dirty = false;
+                revision += 1;
+                let vips = match &writer {
+                    Some(w) => self.allocate(&mut ipam, w, &snapshot).await,
+                    None => vips_from_status(&snapshot),
+                };
+                let started = Instant::now();
+                let desired = translate(revision, snapshot.clone(), vips);
+                tracing::debug!(revision, took = ?started.elapsed(), "translated");
+                self.desired.send_replace(Arc::new(desired));
+            }
+            status_dirty = false;
+            if let Some(w) = &writer {
+                // The verdicts of the latest translation, the statuses now in the indexes.
+                let mut current = (**self.desired.borrow()).clone();
+                current.snapshot = snapshot;
+                let proxies = self.proxies.borrow().clone();
+                for (key, status) in status_writes(&current, &proxies, Timestamp::now()) {
+                    match w.put_status(&key, status, Expect::Any).await {
+                        Ok(_) | Err(StoreError::NotFound { .. }) => {}
+                        Err(e) => tracing::warn!(
+                            object = %key, error = %e,
+                            "status write failed; retrying with the next change"
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Allocates VIPs through the leader's store; errors become per-AccessPoint reasons.
+    async fn allocate(
+        &self,
+        ipam: &mut Option<(Arc<dyn Store>, Ipam)>,
+        writer: &Arc<dyn Store>,
+        s: &Snapshot,
+    ) -> BTreeMap<NsName, Result<IpAddr, String>> {
+        let fresh = !matches!(ipam, Some((w, _)) if Arc::ptr_eq(w, writer));
+        if fresh {
+            let i = Ipam::new(writer.clone(), self.pools.clone());
+            if let Err(e) = i.load().await {
+                tracing::warn!(error = %e, "loading VIP allocations failed");
+            }
+            *ipam = Some((writer.clone(), i));
+        }
+        let Some((_, ipam)) = ipam.as_ref() else {
+            return BTreeMap::new();
+        };
+        match ipam.reconcile(&s.access_points).await {
+            Ok(map) => map
+                .into_iter()
+                .map(|(Owner { namespace, name }, r)| {
+                    ((namespace, name), r.map_err(|e| e.to_string()))
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "VIP reconcile failed; keeping the VIPs in status");
+                vips_from_status(s)
+            }
+        }
+    }
+}
