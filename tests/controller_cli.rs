@@ -1,6 +1,9 @@
 //! `causeway controller` with `apply`, `get` and `delete` against it, as a user runs them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../federation-controller/tests/store_support/etcd.rs"]
+mod etcd_support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -23,9 +26,14 @@ struct Controller {
 
 impl Controller {
     fn start(data_dir: &Path) -> Controller {
+        Controller::start_with(data_dir, &[])
+    }
+
+    fn start_with(data_dir: &Path, extra: &[&str]) -> Controller {
         let mut child = Command::new(env!("CARGO_BIN_EXE_causeway"))
             .args(["controller", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(extra)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -408,4 +416,88 @@ fn status_and_rendered_show_what_the_controller_made_of_it() {
     );
     let out = c.causeway(&["get", "rendered"]);
     assert!(stderr(&out).contains("--cluster"), "{}", stderr(&out));
+}
+
+/// Two controllers on one etcd: only the leader writes status; killed, the other takes over
+/// within the lease TTL + 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_failover_on_etcd() {
+    let etcd = etcd_support::Etcd::start().await;
+    let endpoint = etcd.endpoint();
+    let dir = tempfile::tempdir().unwrap();
+    let start = |id: &str| {
+        let d = dir.path().join(id);
+        std::fs::create_dir_all(&d).unwrap();
+        // Both controllers must accept the same token: the first one's.
+        if id == "b" {
+            std::fs::copy(dir.path().join("a/token"), d.join("token")).unwrap();
+        }
+        Controller::start_with(
+            &d,
+            &[
+                "--store",
+                "etcd",
+                "--etcd-endpoints",
+                &endpoint,
+                "--identity",
+                id,
+                "--leader-ttl",
+                "2s",
+            ],
+        )
+    };
+    let a = start("a");
+    let b = start("b");
+    let out = a.causeway(&["apply", "-f", "deploy/examples/01-clusters.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let store = etcd.store().await;
+    let leader = || async {
+        let resp = store
+            .client()
+            .clone()
+            .get("/causeway/leader/controller", None)
+            .await
+            .unwrap();
+        resp.kvs()
+            .first()
+            .map(|kv| kv.value_str().unwrap().to_owned())
+    };
+    let phase_of = |c: &Controller, name: &str| {
+        let out = c.causeway(&["get", "cluster", name, "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["status"]["phase"].as_str().map(str::to_owned)
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while phase_of(&b, "c1").is_none() {
+        assert!(Instant::now() < deadline, "no status written");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let first = leader().await.expect("someone leads");
+    let (mut dead, survivor) = if first == "a" { (a, b) } else { (b, a) };
+
+    // Kill the leader (no resignation: its lease must expire), then register a new cluster
+    // through the survivor. Its status appears once the survivor leads.
+    dead.child.kill().unwrap();
+    dead.child.wait().unwrap();
+    let killed = Instant::now();
+    let c4 = "apiVersion: causeway.io/v1alpha1\nkind: Cluster\nmetadata: {name: c4}\nspec:\n  locality: {region: eu-west}\n  network: n\n  environment: prod\n  role: Workload\n";
+    let file = dir.path().join("c4.yaml");
+    std::fs::write(&file, c4).unwrap();
+    let out = survivor.causeway(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bound = Duration::from_secs(2 + 2);
+    loop {
+        if phase_of(&survivor, "c4").is_some() {
+            break;
+        }
+        assert!(
+            killed.elapsed() < bound + Duration::from_secs(1),
+            "the survivor did not take over within TTL + 2 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = killed.elapsed();
+    eprintln!("failover: status written by the new leader {took:?} after the kill");
+    assert_ne!(leader().await, Some(first));
 }

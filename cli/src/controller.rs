@@ -31,6 +31,9 @@ pub struct Args {
     /// Leader lease time to live (etcd): how long a dead leader keeps the role, e.g. `10s`.
     #[arg(long, default_value = "10s", value_parser = parse_ttl)]
     pub leader_ttl: std::time::Duration,
+    /// Log filter, `RUST_LOG` syntax (`info`, `causeway_controller=debug`).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_level: String,
 }
 
 fn parse_pool(text: &str) -> Result<(String, Vec<String>), String> {
@@ -70,6 +73,13 @@ pub enum StoreKind {
 
 /// Runs the controller until Ctrl-C or SIGTERM.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .with_context(|| format!("--log-level {:?}", args.log_level))?;
+    // Logs go to stderr, so `causeway controller 2>log` keeps them apart from nothing else.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
     let cfg = ControllerConfig {
         listen: args.listen,
         data_dir: args.data_dir.clone(),

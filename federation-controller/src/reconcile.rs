@@ -271,7 +271,9 @@ impl Reconciler {
         let mut ipam: Option<(Arc<dyn Store>, Ipam)> = None;
         loop {
             // Gather a burst of changes.
-            let first = if dirty || status_dirty {
+            // Work pending and nothing missing: go do it. Otherwise wait for news (before the
+            // first full list of every kind, pending work must wait too, or this loop spins).
+            let first = if (dirty || status_dirty) && idx.synced() {
                 None
             } else {
                 tokio::select! {

@@ -217,9 +217,14 @@ fn leader_writer(
                         _ => None,
                     };
                     tx.send_replace(writer);
-                    tokio::select! {
-                        r = changes.changed() => if r.is_err() { return },
-                        r = fences.changed() => if r.is_err() { return },
+                    let closed = tokio::select! {
+                        r = changes.changed() => r.is_err(),
+                        r = fences.changed() => r.is_err(),
+                    };
+                    if closed {
+                        // The campaign is over: this controller no longer leads.
+                        tx.send_replace(None);
+                        return;
                     }
                 }
             });
