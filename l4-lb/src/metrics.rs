@@ -1,0 +1,141 @@
+//! Prometheus metrics of the balancer and the decap agent.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Labels of per-backend series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct BackendLabels {
+    /// VIP name.
+    pub vip: String,
+    /// Backend address.
+    pub backend: String,
+}
+
+/// Labels of per-VIP series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct VipLabels {
+    /// VIP name.
+    pub vip: String,
+}
+
+/// Labels of drop counters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why: `not_vip`, `no_backend`, `malformed`, `send_error`, `not_ipip`.
+    pub reason: String,
+}
+
+/// Labels of BGP series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct PeerLabels {
+    /// Peer address.
+    pub peer: String,
+}
+
+/// Every metric of the balancer.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Packets forwarded per VIP and backend.
+    pub packets: Family<BackendLabels, Counter>,
+    /// Bytes (inner packets) forwarded per VIP and backend.
+    pub bytes: Family<BackendLabels, Counter>,
+    /// New flows (not found in conntrack) per VIP.
+    pub new_flows: Family<VipLabels, Counter>,
+    /// Packets dropped, by reason.
+    pub dropped: Family<ReasonLabels, Counter>,
+    /// Flows in the connection tracking table.
+    pub conntrack_entries: Gauge,
+    /// 1 when the backend is in the VIP's table.
+    pub backend_healthy: Family<BackendLabels, Gauge>,
+    /// 1 while the VIP's /32 is announced.
+    pub vip_announced: Family<VipLabels, Gauge>,
+    /// BGP session state per peer (1 Idle, 2 Connect, 3 Active, 4 OpenSent, 5 OpenConfirm,
+    /// 6 Established).
+    pub bgp_state: Family<PeerLabels, Gauge>,
+    /// BGP sessions established per peer.
+    pub bgp_established: Family<PeerLabels, Counter>,
+    /// Packets decapsulated and delivered (decap agent).
+    pub decap_packets: Counter,
+    /// Bytes (inner) delivered (decap agent).
+    pub decap_bytes: Counter,
+}
+
+impl Metrics {
+    /// Registers every metric under `causeway_l4lb_`.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("causeway_l4lb");
+        r.register(
+            "packets",
+            "Packets encapsulated to a backend",
+            self.packets.clone(),
+        );
+        r.register(
+            "bytes",
+            "Bytes (inner packets) encapsulated to a backend",
+            self.bytes.clone(),
+        );
+        r.register(
+            "new_flows",
+            "Flows picked by Maglev (not found in conntrack)",
+            self.new_flows.clone(),
+        );
+        r.register("dropped_packets", "Packets dropped", self.dropped.clone());
+        r.register(
+            "conntrack_entries",
+            "Flows in the connection tracking table",
+            self.conntrack_entries.clone(),
+        );
+        r.register(
+            "backend_healthy",
+            "1 when the backend is in the VIP's Maglev table",
+            self.backend_healthy.clone(),
+        );
+        r.register(
+            "vip_announced",
+            "1 while the VIP /32 is announced over BGP",
+            self.vip_announced.clone(),
+        );
+        r.register(
+            "bgp_session_state",
+            "BGP FSM state: 1 Idle, 2 Connect, 3 Active, 4 OpenSent, 5 OpenConfirm, 6 Established",
+            self.bgp_state.clone(),
+        );
+        r.register(
+            "bgp_sessions_established",
+            "BGP sessions that reached Established",
+            self.bgp_established.clone(),
+        );
+        r.register(
+            "decap_packets",
+            "IPIP packets decapsulated into the TUN device (decap agent)",
+            self.decap_packets.clone(),
+        );
+        r.register(
+            "decap_bytes",
+            "Inner bytes delivered into the TUN device (decap agent)",
+            self.decap_bytes.clone(),
+        );
+    }
+
+    /// Counts a drop.
+    pub fn drop_packet(&self, reason: &str) {
+        self.dropped
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// Encodes the registry in the Prometheus text format.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
+        out.clear();
+    }
+    out
+}
