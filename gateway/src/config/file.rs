@@ -1,10 +1,11 @@
-//! The static YAML file format (documented in `docs/gateway.md`) and its translation into the
-//! [`Config`](super::Config) model.
+//! The YAML file format (documented in `docs/gateway.md`) — the proxy configuration document of
+//! [`causeway_proxy_config`] — and its compilation into the [`Config`](super::Config) model.
 //!
-//! Decoding is deliberately lenient about enum-like strings (`protocol: HTTPX`) so that one run
-//! reports all of them, and strict about unknown keys (a misspelt `virtualHost:` would otherwise
-//! vanish). Certificates and keys are read and parsed here, so a broken PEM is a load error with a
-//! field path rather than a failed handshake later.
+//! The document crate decodes (leniently about enum-like strings so that one run reports all of
+//! them, strictly about unknown keys); this module checks everything else and resolves files and
+//! secrets. Certificates and keys are read and parsed here, so a broken PEM is a load error with
+//! a field path rather than a failed handshake later. The same [`compile`] serves the static file
+//! and documents received over xDS.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -12,10 +13,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use causeway_crds::duration::parse_duration;
-use causeway_crds::strict;
 use causeway_crds::validation::checks::{self, Wildcard};
 use causeway_crds::validation::{FieldPath, Report};
-use serde::{Deserialize, Serialize};
+use causeway_proxy_config::{self as doc, DecodeError, Protocol, ProxyConfig};
 
 use super::{
     Action, Cluster, Config, ConfigError, DirectResponse, Endpoint, Forward, HeaderEdits,
@@ -32,217 +32,22 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// forever.
 pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct FileConfig {
-    #[serde(default)]
-    listeners: Vec<FileListener>,
-    #[serde(default)]
-    virtual_hosts: Vec<FileVirtualHost>,
-    #[serde(default)]
-    clusters: Vec<FileCluster>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct FileListener {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    address: String,
-    #[serde(default)]
-    protocol: String,
-    #[serde(default)]
-    https_redirect: bool,
-    tls: Option<FileServerTls>,
-    virtual_hosts: Option<Vec<String>>,
-    #[serde(default)]
-    sni_routes: Vec<FileSniRoute>,
-    cluster: Option<String>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct FileServerTls {
-    #[serde(default)]
-    certificates: Vec<FileCertificate>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct FileCertificate {
-    #[serde(default)]
-    server_names: Vec<String>,
-    #[serde(default)]
-    default: bool,
-    cert_file: Option<String>,
-    cert_pem: Option<String>,
-    key_file: Option<String>,
-    key_pem: Option<String>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct FileSniRoute {
-    #[serde(default)]
-    server_names: Vec<String>,
-    #[serde(default)]
-    cluster: String,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct FileVirtualHost {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    domains: Vec<String>,
-    #[serde(default)]
-    routes: Vec<FileRoute>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct FileRoute {
-    name: Option<String>,
-    #[serde(rename = "match")]
-    matcher: Option<FileMatch>,
-    route: Option<FileForward>,
-    redirect: Option<FileRedirect>,
-    direct_response: Option<FileDirectResponse>,
-    request_headers: Option<FileHeaderEdits>,
-    response_headers: Option<FileHeaderEdits>,
-}
-
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct FileMatch {
-    path: Option<FileStringMatch>,
-    #[serde(default)]
-    headers: Vec<FileHeaderMatch>,
-    method: Option<String>,
-    #[serde(default)]
-    query: Vec<FileHeaderMatch>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct FileStringMatch {
-    exact: Option<String>,
-    prefix: Option<String>,
-    regex: Option<String>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct FileHeaderMatch {
-    #[serde(default)]
-    name: String,
-    exact: Option<String>,
-    prefix: Option<String>,
-    regex: Option<String>,
-    present: Option<bool>,
-    #[serde(default)]
-    invert: bool,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct FileForward {
-    cluster: Option<String>,
-    #[serde(default)]
-    clusters: Vec<FileWeightedCluster>,
-    prefix_rewrite: Option<String>,
-    host_rewrite: Option<String>,
-    timeout: Option<String>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct FileWeightedCluster {
-    #[serde(default)]
-    name: String,
-    weight: Option<u32>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct FileRedirect {
-    scheme: Option<String>,
-    host: Option<String>,
-    port: Option<u32>,
-    path: Option<String>,
-    response_code: Option<u16>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct FileDirectResponse {
-    status: u16,
-    #[serde(default)]
-    body: String,
-}
-
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct FileHeaderEdits {
-    #[serde(default)]
-    set: BTreeMap<String, String>,
-    #[serde(default)]
-    add: BTreeMap<String, String>,
-    #[serde(default)]
-    remove: Vec<String>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct FileCluster {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    endpoints: Vec<String>,
-    lb: Option<String>,
-    connect_timeout: Option<String>,
-    protocol: Option<String>,
-    tls: Option<FileUpstreamTls>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct FileUpstreamTls {
-    #[serde(default)]
-    mode: String,
-    sni: Option<String>,
-    ca_file: Option<String>,
-    ca_pem: Option<String>,
-    client_cert_file: Option<String>,
-    client_cert_pem: Option<String>,
-    client_key_file: Option<String>,
-    client_key_pem: Option<String>,
-}
-
 /// Parses and validates the YAML text of a gateway config; file references are relative to
 /// `base`.
 pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
-    let value: serde_json::Value =
-        serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
-    let value = match value {
-        serde_json::Value::Null => serde_json::Value::Object(Default::default()),
-        v => v,
-    };
-    let (file, dropped) = strict::decode_with_path::<FileConfig>(value).map_err(|e| {
-        let mut r = Report::new();
-        r.error(&e.path, e.message);
-        ConfigError::Invalid(r.into_findings())
+    let document = ProxyConfig::from_yaml(text).map_err(|e| match e {
+        DecodeError::Syntax(s) => ConfigError::Syntax(s),
+        DecodeError::Invalid(f) => ConfigError::Invalid(f),
     })?;
+    compile(&document, base)
+}
+
+/// Validates a proxy configuration document and compiles it into the gateway's model, reading
+/// the files it names (relative to `base`) and resolving its secrets. Every problem is reported,
+/// each with its field path.
+pub fn compile(document: &ProxyConfig, base: &Path) -> Result<Config, ConfigError> {
     let mut report = Report::new();
-    for path in dropped {
-        report.error(
-            &path,
-            "unknown field: check its spelling against docs/gateway.md",
-        );
-    }
-    let config = translate(file, base, &mut report);
+    let config = translate(document, base, &mut report);
     if report.is_ok() {
         Ok(config)
     } else {
@@ -250,7 +55,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
     }
 }
 
-fn translate(file: FileConfig, base: &Path, report: &mut Report) -> Config {
+fn translate(file: &ProxyConfig, base: &Path, report: &mut Report) -> Config {
     let root = FieldPath::default();
     let clusters_path = root.field("clusters");
     checks::unique(
@@ -262,9 +67,14 @@ fn translate(file: FileConfig, base: &Path, report: &mut Report) -> Config {
         "cluster name",
         report,
     );
+    let secrets = secrets(file, base, report);
     let mut clusters = BTreeMap::new();
-    for (i, c) in file.clusters.into_iter().enumerate() {
-        if let Some(c) = cluster(c, &clusters_path.index(i), base, report) {
+    for (i, c) in file.clusters.iter().enumerate() {
+        let ctx = Resolve {
+            base,
+            secrets: &secrets,
+        };
+        if let Some(c) = cluster(c, &clusters_path.index(i), &ctx, report) {
             clusters.entry(c.name.clone()).or_insert(c);
         }
     }
@@ -281,7 +91,7 @@ fn translate(file: FileConfig, base: &Path, report: &mut Report) -> Config {
     );
     let virtual_hosts: Vec<VirtualHost> = file
         .virtual_hosts
-        .into_iter()
+        .iter()
         .enumerate()
         .map(|(i, v)| virtual_host(v, &vh_path.index(i), &clusters, report))
         .collect();
@@ -307,9 +117,15 @@ fn translate(file: FileConfig, base: &Path, report: &mut Report) -> Config {
     );
     let listeners = file
         .listeners
-        .into_iter()
+        .iter()
         .enumerate()
-        .filter_map(|(i, l)| listener(l, &l_path.index(i), &virtual_hosts, &clusters, base, report))
+        .filter_map(|(i, l)| {
+            let ctx = Resolve {
+                base,
+                secrets: &secrets,
+            };
+            listener(l, &l_path.index(i), &virtual_hosts, &clusters, &ctx, report)
+        })
         .collect();
     Config {
         listeners,
@@ -319,11 +135,11 @@ fn translate(file: FileConfig, base: &Path, report: &mut Report) -> Config {
 }
 
 fn listener(
-    l: FileListener,
+    l: &doc::Listener,
     path: &FieldPath,
     vhosts: &[VirtualHost],
     clusters: &BTreeMap<String, Cluster>,
-    base: &Path,
+    ctx: &Resolve<'_>,
     report: &mut Report,
 ) -> Option<Listener> {
     if l.name.is_empty() {
@@ -366,8 +182,8 @@ fn listener(
         check_domains_unique(path, &names, vhosts, report);
         names
     };
-    let kind = match l.protocol.as_str() {
-        "HTTP" => {
+    let kind = match &l.protocol {
+        Protocol::Http => {
             check_unused(report, "tls", l.tls.is_some());
             check_unused(report, "sniRoutes", !l.sni_routes.is_empty());
             check_unused(report, "cluster", l.cluster.is_some());
@@ -376,12 +192,12 @@ fn listener(
                 virtual_hosts: vhost_names(report),
             }
         }
-        "HTTPS" => {
+        Protocol::Https => {
             check_unused(report, "httpsRedirect", l.https_redirect);
             check_unused(report, "sniRoutes", !l.sni_routes.is_empty());
             check_unused(report, "cluster", l.cluster.is_some());
             let tls = match &l.tls {
-                Some(t) => server_tls(t, &path.field("tls"), base, report),
+                Some(t) => server_tls(t, &path.field("tls"), ctx, report),
                 None => {
                     report.error(
                         &path.field("tls"),
@@ -396,7 +212,7 @@ fn listener(
                 virtual_hosts,
             }
         }
-        "TLS_PASSTHROUGH" => {
+        Protocol::TlsPassthrough => {
             check_unused(report, "httpsRedirect", l.https_redirect);
             check_unused(report, "tls", l.tls.is_some());
             check_unused(report, "virtualHosts", l.virtual_hosts.is_some());
@@ -436,7 +252,7 @@ fn listener(
                 .collect();
             ListenerKind::TlsPassthrough { sni_routes }
         }
-        "TCP" => {
+        Protocol::Tcp => {
             check_unused(report, "httpsRedirect", l.https_redirect);
             check_unused(report, "tls", l.tls.is_some());
             check_unused(report, "virtualHosts", l.virtual_hosts.is_some());
@@ -445,7 +261,7 @@ fn listener(
             cluster_ref(&path.field("cluster"), &cluster, clusters, report);
             ListenerKind::Tcp { cluster }
         }
-        other => {
+        Protocol::Unknown(other) => {
             report.error(
                 &path.field("protocol"),
                 format!("unknown protocol {other:?}: use HTTP, HTTPS, TLS_PASSTHROUGH or TCP"),
@@ -454,7 +270,7 @@ fn listener(
         }
     };
     Some(Listener {
-        name: l.name,
+        name: l.name.clone(),
         address: address?,
         kind,
     })
@@ -491,9 +307,9 @@ fn check_domains_unique(
 }
 
 fn server_tls(
-    t: &FileServerTls,
+    t: &doc::ServerTls,
     path: &FieldPath,
-    base: &Path,
+    ctx: &Resolve<'_>,
     report: &mut Report,
 ) -> Option<ServerTls> {
     let cpath = path.field("certificates");
@@ -529,24 +345,27 @@ fn server_tls(
                 );
             }
         }
-        let cert = pem(
+        let Some((cert, key)) = ctx.key_pair(
             &p,
-            ("certFile", c.cert_file.as_deref()),
-            ("certPem", c.cert_pem.as_deref()),
-            base,
+            KeyPairFields {
+                cert: (
+                    "certFile",
+                    c.cert_file.as_deref(),
+                    "certPem",
+                    c.cert_pem.as_deref(),
+                ),
+                key: (
+                    "keyFile",
+                    c.key_file.as_deref(),
+                    "keyPem",
+                    c.key_pem.as_ref().map(|k| k.0.as_str()),
+                ),
+                secret: ("certSecret", c.cert_secret.as_deref()),
+            },
             report,
-        );
-        let key = pem(
-            &p,
-            ("keyFile", c.key_file.as_deref()),
-            ("keyPem", c.key_pem.as_deref()),
-            base,
-            report,
-        );
-        let (Some(cert), Some(key)) = (cert, key) else {
+        ) else {
             continue;
         };
-        let key = SecretPem(key);
         if let Err(e) = tls::certified_key(&cert, &key) {
             report.error(&p, e.to_string());
             continue;
@@ -621,7 +440,7 @@ fn cluster_ref(
 }
 
 fn virtual_host(
-    v: FileVirtualHost,
+    v: &doc::VirtualHost,
     path: &FieldPath,
     clusters: &BTreeMap<String, Cluster>,
     report: &mut Report,
@@ -651,26 +470,30 @@ fn virtual_host(
     let rpath = path.field("routes");
     let routes = v
         .routes
-        .into_iter()
+        .iter()
         .enumerate()
         .filter_map(|(i, r)| route(r, &v.name, i, &rpath.index(i), clusters, report))
         .collect();
     VirtualHost {
-        name: v.name,
+        name: v.name.clone(),
         domains,
         routes,
     }
 }
 
 fn route(
-    r: FileRoute,
+    r: &doc::Route,
     vhost: &str,
     index: usize,
     path: &FieldPath,
     clusters: &BTreeMap<String, Cluster>,
     report: &mut Report,
 ) -> Option<Route> {
-    let matcher = route_match(r.matcher.unwrap_or_default(), &path.field("match"), report);
+    let matcher = route_match(
+        r.matcher.as_ref().unwrap_or(&doc::RouteMatch::default()),
+        &path.field("match"),
+        report,
+    );
     let actions = [
         r.route.is_some(),
         r.redirect.is_some(),
@@ -685,7 +508,7 @@ fn route(
             "a route needs exactly one of route, redirect or directResponse",
         );
     }
-    let action = if let Some(f) = r.route {
+    let action = if let Some(f) = &r.route {
         let p = path.field("route");
         let mut weighted = Vec::new();
         match (&f.cluster, f.clusters.is_empty()) {
@@ -749,13 +572,19 @@ fn route(
                 }
             }
         };
+        if let Some(retries) = &f.retries {
+            let rp = p.field("retries");
+            if let Some(t) = &retries.per_try_timeout {
+                checks::duration(&rp.field("perTryTimeout"), t, true, report);
+            }
+        }
         Action::Forward(Forward {
             clusters: weighted,
-            prefix_rewrite: f.prefix_rewrite,
-            host_rewrite: f.host_rewrite,
+            prefix_rewrite: f.prefix_rewrite.clone(),
+            host_rewrite: f.host_rewrite.clone(),
             timeout,
         })
-    } else if let Some(rd) = r.redirect {
+    } else if let Some(rd) = &r.redirect {
         let p = path.field("redirect");
         if let Some(s) = &rd.scheme
             && s != "http"
@@ -782,13 +611,13 @@ fn route(
             );
         }
         Action::Redirect(Redirect {
-            scheme: rd.scheme,
-            host: rd.host,
+            scheme: rd.scheme.clone(),
+            host: rd.host.clone(),
             port: rd.port.and_then(|p| u16::try_from(p).ok()),
-            path: rd.path,
+            path: rd.path.clone(),
             response_code: code,
         })
-    } else if let Some(d) = r.direct_response {
+    } else if let Some(d) = &r.direct_response {
         if !(200..=599).contains(&d.status) {
             report.error(
                 &path.field("directResponse").field("status"),
@@ -797,17 +626,25 @@ fn route(
         }
         Action::DirectResponse(DirectResponse {
             status: d.status,
-            body: d.body,
+            body: d.body.clone(),
         })
     } else {
         return None;
     };
     Some(Route {
-        name: r.name.unwrap_or_else(|| format!("{vhost}/{index}")),
+        name: r.name.clone().unwrap_or_else(|| format!("{vhost}/{index}")),
         matcher,
         action,
-        request_headers: header_edits(r.request_headers, &path.field("requestHeaders"), report),
-        response_headers: header_edits(r.response_headers, &path.field("responseHeaders"), report),
+        request_headers: header_edits(
+            r.request_headers.as_ref(),
+            &path.field("requestHeaders"),
+            report,
+        ),
+        response_headers: header_edits(
+            r.response_headers.as_ref(),
+            &path.field("responseHeaders"),
+            report,
+        ),
     })
 }
 
@@ -819,10 +656,10 @@ fn host_value(path: &FieldPath, h: &str, report: &mut Report) {
     checks::hostname(path, host, Wildcard::Forbidden, report);
 }
 
-fn route_match(m: FileMatch, path: &FieldPath, report: &mut Report) -> RouteMatch {
-    let path_match = m.path.and_then(|p| {
+fn route_match(m: &doc::RouteMatch, path: &FieldPath, report: &mut Report) -> RouteMatch {
+    let path_match = m.path.as_ref().and_then(|p| {
         let pp = path.field("path");
-        match (p.exact, p.prefix, p.regex) {
+        match (p.exact.clone(), p.prefix.clone(), p.regex.clone()) {
             (Some(e), None, None) => {
                 starts_with_slash(&pp.field("exact"), &e, report);
                 Some(PathMatch::Exact(e))
@@ -840,7 +677,7 @@ fn route_match(m: FileMatch, path: &FieldPath, report: &mut Report) -> RouteMatc
     });
     let headers = m
         .headers
-        .into_iter()
+        .iter()
         .enumerate()
         .filter_map(|(i, h)| {
             let hp = path.field("headers").index(i);
@@ -851,7 +688,7 @@ fn route_match(m: FileMatch, path: &FieldPath, report: &mut Report) -> RouteMatc
                     format!("{:?} is not a valid header name", h.name),
                 );
             }
-            let value = value_match(&hp, h.exact, h.prefix, h.regex, h.present, report)?;
+            let value = value_match(&hp, h, report)?;
             Some(HeaderMatch {
                 name,
                 value,
@@ -861,7 +698,7 @@ fn route_match(m: FileMatch, path: &FieldPath, report: &mut Report) -> RouteMatc
         .collect();
     let query = m
         .query
-        .into_iter()
+        .iter()
         .enumerate()
         .filter_map(|(i, q)| {
             let qp = path.field("query").index(i);
@@ -871,14 +708,14 @@ fn route_match(m: FileMatch, path: &FieldPath, report: &mut Report) -> RouteMatc
             if q.invert {
                 report.error(&qp.field("invert"), "invert applies to headers only");
             }
-            let value = value_match(&qp, q.exact, q.prefix, q.regex, q.present, report)?;
+            let value = value_match(&qp, q, report)?;
             Some(QueryMatch {
-                name: q.name,
+                name: q.name.clone(),
                 value,
             })
         })
         .collect();
-    let method = m.method.map(|me| {
+    let method = m.method.clone().map(|me| {
         if me.is_empty() || !me.bytes().all(|b| b.is_ascii_uppercase()) {
             report.error(
                 &path.field("method"),
@@ -914,15 +751,13 @@ fn pattern(path: &FieldPath, source: &str, report: &mut Report) -> Option<Patter
     }
 }
 
-fn value_match(
-    path: &FieldPath,
-    exact: Option<String>,
-    prefix: Option<String>,
-    regex: Option<String>,
-    present: Option<bool>,
-    report: &mut Report,
-) -> Option<ValueMatch> {
-    match (exact, prefix, regex, present) {
+fn value_match(path: &FieldPath, m: &doc::HeaderMatch, report: &mut Report) -> Option<ValueMatch> {
+    match (
+        m.exact.clone(),
+        m.prefix.clone(),
+        m.regex.clone(),
+        m.present,
+    ) {
         (Some(e), None, None, None) => Some(ValueMatch::Exact(e)),
         (None, Some(p), None, None) => Some(ValueMatch::Prefix(p)),
         (None, None, Some(r), None) => {
@@ -947,7 +782,11 @@ fn value_match(
     }
 }
 
-fn header_edits(e: Option<FileHeaderEdits>, path: &FieldPath, report: &mut Report) -> HeaderEdits {
+fn header_edits(
+    e: Option<&doc::HeaderEdits>,
+    path: &FieldPath,
+    report: &mut Report,
+) -> HeaderEdits {
     let Some(e) = e else {
         return HeaderEdits::default();
     };
@@ -975,62 +814,312 @@ fn header_edits(e: Option<FileHeaderEdits>, path: &FieldPath, report: &mut Repor
     for (i, k) in e.remove.iter().enumerate() {
         check(path.field("remove").index(i), k, None);
     }
-    let lower = |m: BTreeMap<String, String>| {
-        m.into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+    let lower = |m: &BTreeMap<String, String>| {
+        m.iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
             .collect()
     };
     HeaderEdits {
-        set: lower(e.set),
-        add: lower(e.add),
+        set: lower(&e.set),
+        add: lower(&e.add),
         remove: e.remove.iter().map(|k| k.to_ascii_lowercase()).collect(),
     }
 }
 
-fn cluster(c: FileCluster, path: &FieldPath, base: &Path, report: &mut Report) -> Option<Cluster> {
+/// What file and secret references in a document resolve against.
+struct Resolve<'a> {
+    /// Directory relative file names are read from.
+    base: &'a Path,
+    /// The document's secrets, already read and checked.
+    secrets: &'a BTreeMap<String, LoadedSecret>,
+}
+
+/// A secret of the document with its PEM read.
+#[derive(Default)]
+struct LoadedSecret {
+    cert: Option<Pem>,
+    key: Option<SecretPem>,
+    ca: Option<Pem>,
+}
+
+/// The field names of the ways to give one certificate and key: files, inline PEM, or a secret.
+struct KeyPairFields<'a> {
+    /// (file field, file, inline field, inline PEM) of the chain.
+    cert: (&'a str, Option<&'a str>, &'a str, Option<&'a str>),
+    /// (file field, file, inline field, inline PEM) of the key.
+    key: (&'a str, Option<&'a str>, &'a str, Option<&'a str>),
+    /// (field, secret name).
+    secret: (&'a str, Option<&'a str>),
+}
+
+impl Resolve<'_> {
+    /// A certificate chain and its key, from files, inline PEM or a secret (exactly one).
+    fn key_pair(
+        &self,
+        path: &FieldPath,
+        f: KeyPairFields<'_>,
+        report: &mut Report,
+    ) -> Option<(Pem, SecretPem)> {
+        if let (field, Some(name)) = f.secret {
+            if [f.cert.1, f.cert.3, f.key.1, f.key.3]
+                .iter()
+                .any(Option::is_some)
+            {
+                report.error(
+                    &path.field(field),
+                    format!(
+                        "set {field} or the certificate and key themselves ({}, {}), not both",
+                        f.cert.2, f.key.2
+                    ),
+                );
+                return None;
+            }
+            return match self.secrets.get(name) {
+                None => {
+                    report.error(
+                        &path.field(field),
+                        format!("no secret named {name:?} in secrets"),
+                    );
+                    None
+                }
+                Some(LoadedSecret {
+                    cert: Some(c),
+                    key: Some(k),
+                    ..
+                }) => Some((c.clone(), k.clone())),
+                Some(_) => {
+                    report.error(
+                        &path.field(field),
+                        format!(
+                            "secret {name:?} holds no certificate and key: give it certPem and \
+                             keyPem (or certFile and keyFile)"
+                        ),
+                    );
+                    None
+                }
+            };
+        }
+        let cert = pem(
+            path,
+            (f.cert.0, f.cert.1),
+            (f.cert.2, f.cert.3),
+            self.base,
+            report,
+        );
+        let key = pem(
+            path,
+            (f.key.0, f.key.1),
+            (f.key.2, f.key.3),
+            self.base,
+            report,
+        );
+        Some((cert?, SecretPem(key?)))
+    }
+
+    /// A CA bundle from a file, inline PEM or a secret (exactly one).
+    fn ca(&self, path: &FieldPath, t: &doc::UpstreamTls, report: &mut Report) -> Option<Pem> {
+        let Some(name) = &t.ca_secret else {
+            return pem(
+                path,
+                ("caFile", t.ca_file.as_deref()),
+                ("caPem", t.ca_pem.as_deref()),
+                self.base,
+                report,
+            );
+        };
+        if t.ca_file.is_some() || t.ca_pem.is_some() {
+            report.error(
+                &path.field("caSecret"),
+                "set caSecret, caFile or caPem, only one of them",
+            );
+            return None;
+        }
+        match self.secrets.get(name) {
+            None => {
+                report.error(
+                    &path.field("caSecret"),
+                    format!("no secret named {name:?} in secrets"),
+                );
+                None
+            }
+            Some(LoadedSecret { ca: Some(ca), .. }) => Some(ca.clone()),
+            Some(_) => {
+                report.error(
+                    &path.field("caSecret"),
+                    format!("secret {name:?} holds no CA bundle: give it caPem (or caFile)"),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Reads and checks the document's secrets. A secret is either a certificate with its key or a
+/// CA bundle, as an Envoy SDS secret is one or the other.
+fn secrets(file: &ProxyConfig, base: &Path, report: &mut Report) -> BTreeMap<String, LoadedSecret> {
+    let spath = FieldPath::default().field("secrets");
+    checks::unique(
+        &spath,
+        file.secrets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i, s.name.as_str())),
+        "secret name",
+        report,
+    );
+    let mut out = BTreeMap::new();
+    for (i, s) in file.secrets.iter().enumerate() {
+        let p = spath.index(i);
+        if s.name.is_empty() {
+            report.error(&p.field("name"), "a secret needs a name");
+        }
+        let has_pair = [&s.cert_pem, &s.cert_file, &s.key_file]
+            .iter()
+            .any(|f| f.is_some())
+            || s.key_pem.is_some();
+        let has_ca = s.ca_pem.is_some() || s.ca_file.is_some();
+        let source = || format!("secret:{}", s.name);
+        let mut loaded = LoadedSecret::default();
+        match (has_pair, has_ca) {
+            (true, true) => report.error(
+                &p,
+                "a secret holds either a certificate and key or a CA bundle: split it in two",
+            ),
+            (false, false) => report.error(
+                &p,
+                "a secret needs certPem and keyPem (or certFile and keyFile), or caPem (or caFile)",
+            ),
+            (true, false) => {
+                let cert = pem(
+                    &p,
+                    ("certFile", s.cert_file.as_deref()),
+                    ("certPem", s.cert_pem.as_deref()),
+                    base,
+                    report,
+                );
+                let key = pem(
+                    &p,
+                    ("keyFile", s.key_file.as_deref()),
+                    ("keyPem", s.key_pem.as_ref().map(|k| k.0.as_str())),
+                    base,
+                    report,
+                );
+                loaded.cert = cert.map(|c| Pem {
+                    source: source(),
+                    ..c
+                });
+                loaded.key = key.map(|k| {
+                    SecretPem(Pem {
+                        source: source(),
+                        ..k
+                    })
+                });
+            }
+            (false, true) => {
+                let ca = pem(
+                    &p,
+                    ("caFile", s.ca_file.as_deref()),
+                    ("caPem", s.ca_pem.as_deref()),
+                    base,
+                    report,
+                );
+                loaded.ca = ca.map(|c| Pem {
+                    source: source(),
+                    ..c
+                });
+            }
+        }
+        out.entry(s.name.clone()).or_insert(loaded);
+    }
+    out
+}
+
+fn endpoint(path: &FieldPath, e: &doc::Endpoint, report: &mut Report) -> Option<Endpoint> {
+    if e.weight == Some(0) {
+        report.error(
+            path,
+            "weight 0 would never be picked: use at least 1, or leave the endpoint out",
+        );
+    }
+    let a = &e.address;
+    if let Ok(a) = a.parse::<SocketAddr>() {
+        return Some(Endpoint::Static(a));
+    }
+    match a.rsplit_once(':') {
+        Some((host, port)) => {
+            let port_ok = match port.parse::<u32>() {
+                Ok(p) => checks::port(path, p, report),
+                Err(_) => {
+                    report.error(path, format!("{a:?}: the port after ':' is not a number"));
+                    false
+                }
+            };
+            if checks::hostname(path, host, Wildcard::Forbidden, report) && port_ok {
+                return Some(Endpoint::Dns {
+                    host: host.to_owned(),
+                    port: port.parse().unwrap_or_default(),
+                });
+            }
+            None
+        }
+        None => {
+            report.error(
+                path,
+                format!("{a:?} has no port: write IP:port or hostname:port"),
+            );
+            None
+        }
+    }
+}
+
+fn cluster(
+    c: &doc::Cluster,
+    path: &FieldPath,
+    ctx: &Resolve<'_>,
+    report: &mut Report,
+) -> Option<Cluster> {
     if c.name.is_empty() {
         report.error(&path.field("name"), "a cluster needs a name");
     }
-    if c.endpoints.is_empty() {
+    if c.endpoints.is_empty() && c.locality_endpoints.iter().all(|g| g.endpoints.is_empty()) {
         report.error(
             &path.field("endpoints"),
             "list at least one endpoint (IP:port or hostname:port)",
         );
     }
+    if !c.endpoints.is_empty() && !c.locality_endpoints.is_empty() {
+        report.error(
+            &path.field("localityEndpoints"),
+            "set endpoints or localityEndpoints, not both",
+        );
+    }
     let mut endpoints = Vec::new();
     for (i, e) in c.endpoints.iter().enumerate() {
-        let ep = path.field("endpoints").index(i);
-        if let Ok(a) = e.parse::<SocketAddr>() {
-            endpoints.push(Endpoint::Static(a));
-            continue;
+        endpoints.extend(endpoint(&path.field("endpoints").index(i), e, report));
+    }
+    // Until locality balancing lands (issue 4) the gateway serves from the most preferred
+    // priority only: spreading over every locality would send cross-region traffic evenly.
+    let best = c.locality_endpoints.iter().map(|g| g.priority).min();
+    for (gi, g) in c.locality_endpoints.iter().enumerate() {
+        let gp = path.field("localityEndpoints").index(gi);
+        if g.weight == Some(0) {
+            report.error(
+                &gp.field("weight"),
+                "a locality weight of 0 takes no traffic: use at least 1, or leave the group out",
+            );
         }
-        match e.rsplit_once(':') {
-            Some((host, port)) => {
-                let port_ok = match port.parse::<u32>() {
-                    Ok(p) => checks::port(&ep, p, report),
-                    Err(_) => {
-                        report.error(&ep, format!("{e:?}: the port after ':' is not a number"));
-                        false
-                    }
-                };
-                if checks::hostname(&ep, host, Wildcard::Forbidden, report) && port_ok {
-                    endpoints.push(Endpoint::Dns {
-                        host: host.to_owned(),
-                        port: port.parse().unwrap_or_default(),
-                    });
-                }
+        for (i, e) in g.endpoints.iter().enumerate() {
+            let ep = endpoint(&gp.field("endpoints").index(i), e, report);
+            if Some(g.priority) == best {
+                endpoints.extend(ep);
             }
-            None => report.error(
-                &ep,
-                format!("{e:?} has no port: write IP:port or hostname:port"),
-            ),
         }
     }
-    let lb = match c.lb.as_deref() {
-        None | Some("round_robin") => LbPolicy::RoundRobin,
-        Some("least_request") => LbPolicy::LeastRequest,
-        Some("random") => LbPolicy::Random,
-        Some(other) => {
+    let lb = match &c.lb {
+        None | Some(doc::LbPolicy::RoundRobin) => LbPolicy::RoundRobin,
+        Some(doc::LbPolicy::LeastRequest) => LbPolicy::LeastRequest,
+        Some(doc::LbPolicy::Random) => LbPolicy::Random,
+        Some(doc::LbPolicy::Unknown(other)) => {
             report.error(
                 &path.field("lb"),
                 format!("unknown lb {other:?}: use round_robin, least_request or random"),
@@ -1048,10 +1137,10 @@ fn cluster(c: FileCluster, path: &FieldPath, base: &Path, report: &mut Report) -
             }
         }
     };
-    let protocol = match c.protocol.as_deref() {
-        None | Some("HTTP1") => UpstreamProtocol::Http1,
-        Some("HTTP2") => UpstreamProtocol::Http2,
-        Some(other) => {
+    let protocol = match &c.protocol {
+        None | Some(doc::UpstreamProtocol::Http1) => UpstreamProtocol::Http1,
+        Some(doc::UpstreamProtocol::Http2) => UpstreamProtocol::Http2,
+        Some(doc::UpstreamProtocol::Unknown(other)) => {
             report.error(
                 &path.field("protocol"),
                 format!("unknown protocol {other:?}: use HTTP1 or HTTP2"),
@@ -1059,12 +1148,55 @@ fn cluster(c: FileCluster, path: &FieldPath, base: &Path, report: &mut Report) -
             UpstreamProtocol::Http1
         }
     };
+    if let Some(o) = &c.outlier_detection {
+        let op = path.field("outlierDetection");
+        for (field, d) in [
+            ("interval", &o.interval),
+            ("baseEjectionTime", &o.base_ejection_time),
+        ] {
+            if let Some(d) = d {
+                checks::duration(&op.field(field), d, true, report);
+            }
+        }
+        if let Some(p) = o.max_ejection_percent
+            && p > 100
+        {
+            report.error(
+                &op.field("maxEjectionPercent"),
+                format!("{p} is not a percentage: use 0-100"),
+            );
+        }
+    }
+    if let Some(h) = &c.health_check {
+        let hp = path.field("healthCheck");
+        for (field, d) in [("interval", &h.interval), ("timeout", &h.timeout)] {
+            if let Some(d) = d {
+                checks::duration(&hp.field(field), d, true, report);
+            }
+        }
+        if let Some(p) = &h.path {
+            starts_with_slash(&hp.field("path"), p, report);
+        } else if !h.expected_statuses.is_empty() {
+            report.error(
+                &hp.field("expectedStatuses"),
+                "expectedStatuses needs an HTTP check: set path too",
+            );
+        }
+        for (i, s) in h.expected_statuses.iter().enumerate() {
+            if !(100..=599).contains(s) {
+                report.error(
+                    &hp.field("expectedStatuses").index(i),
+                    format!("{s} is not an HTTP status: use 100-599"),
+                );
+            }
+        }
+    }
     let tls = c
         .tls
         .as_ref()
-        .and_then(|t| upstream_tls(t, &path.field("tls"), base, report));
+        .and_then(|t| upstream_tls(t, &path.field("tls"), ctx, report));
     Some(Cluster {
-        name: c.name,
+        name: c.name.clone(),
         endpoints,
         lb,
         connect_timeout,
@@ -1074,15 +1206,15 @@ fn cluster(c: FileCluster, path: &FieldPath, base: &Path, report: &mut Report) -
 }
 
 fn upstream_tls(
-    t: &FileUpstreamTls,
+    t: &doc::UpstreamTls,
     path: &FieldPath,
-    base: &Path,
+    ctx: &Resolve<'_>,
     report: &mut Report,
 ) -> Option<UpstreamTls> {
-    let mode = match t.mode.as_str() {
-        "SIMPLE" => TlsMode::Simple,
-        "MUTUAL" => TlsMode::Mutual,
-        other => {
+    let mode = match &t.mode {
+        doc::TlsMode::Simple => TlsMode::Simple,
+        doc::TlsMode::Mutual => TlsMode::Mutual,
+        doc::TlsMode::Unknown(other) => {
             report.error(
                 &path.field("mode"),
                 format!("unknown TLS mode {other:?}: use SIMPLE or MUTUAL"),
@@ -1093,13 +1225,7 @@ fn upstream_tls(
     if let Some(sni) = &t.sni {
         checks::hostname(&path.field("sni"), sni, Wildcard::Forbidden, report);
     }
-    let ca = pem(
-        path,
-        ("caFile", t.ca_file.as_deref()),
-        ("caPem", t.ca_pem.as_deref()),
-        base,
-        report,
-    );
+    let ca = ctx.ca(path, t, report);
     if let Some(ca) = &ca
         && let Err(e) = tls::root_store(ca)
     {
@@ -1108,7 +1234,9 @@ fn upstream_tls(
     let (client_cert, client_key) = match mode {
         TlsMode::Simple => {
             let set = [
-                t.client_cert_file.is_some() || t.client_cert_pem.is_some(),
+                t.client_cert_file.is_some()
+                    || t.client_cert_pem.is_some()
+                    || t.client_cert_secret.is_some(),
                 t.client_key_file.is_some() || t.client_key_pem.is_some(),
             ];
             if set.contains(&true) {
@@ -1120,27 +1248,34 @@ fn upstream_tls(
             (None, None)
         }
         TlsMode::Mutual => {
-            let cert = pem(
+            let pair = ctx.key_pair(
                 path,
-                ("clientCertFile", t.client_cert_file.as_deref()),
-                ("clientCertPem", t.client_cert_pem.as_deref()),
-                base,
+                KeyPairFields {
+                    cert: (
+                        "clientCertFile",
+                        t.client_cert_file.as_deref(),
+                        "clientCertPem",
+                        t.client_cert_pem.as_deref(),
+                    ),
+                    key: (
+                        "clientKeyFile",
+                        t.client_key_file.as_deref(),
+                        "clientKeyPem",
+                        t.client_key_pem.as_ref().map(|k| k.0.as_str()),
+                    ),
+                    secret: ("clientCertSecret", t.client_cert_secret.as_deref()),
+                },
                 report,
             );
-            let key = pem(
-                path,
-                ("clientKeyFile", t.client_key_file.as_deref()),
-                ("clientKeyPem", t.client_key_pem.as_deref()),
-                base,
-                report,
-            )
-            .map(SecretPem);
-            if let (Some(c), Some(k)) = (&cert, &key)
+            if let Some((c, k)) = &pair
                 && let Err(e) = tls::certified_key(c, k)
             {
                 report.error(&path.field("clientCertFile"), e.to_string());
             }
-            (cert, key)
+            match pair {
+                Some((c, k)) => (Some(c), Some(k)),
+                None => (None, None),
+            }
         }
     };
     Some(UpstreamTls {

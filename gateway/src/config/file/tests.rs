@@ -469,3 +469,81 @@ fn documented_example_loads() {
     assert_eq!(c.virtual_hosts[0].routes.len(), 5);
     assert_eq!(c.clusters.len(), 5);
 }
+
+/// Certificates by secret name, locality-grouped endpoints and the fields the gateway does not
+/// act on yet all compile; wrong references are reported with their paths.
+#[test]
+fn secrets_and_locality_endpoints_compile() {
+    let ca = ca();
+    let (cert, key) = leaf(&ca, &["shop.example.com"]);
+    let yaml = format!(
+        r#"
+listeners:
+- name: https
+  address: 127.0.0.1:8443
+  protocol: HTTPS
+  tls:
+    certificates:
+    - {{serverNames: [shop.example.com], certSecret: shop}}
+virtualHosts:
+- name: v
+  domains: ["*"]
+  routes:
+  - route: {{cluster: c, retries: {{attempts: 2, perTryTimeout: 1s, retryOn: [5xx]}}}}
+clusters:
+- name: c
+  localityEndpoints:
+  - locality: {{region: us-west, zone: us-west-a}}
+    weight: 99
+    endpoints: [{{address: "127.0.0.1:1", labels: {{cluster: c1}}}}, "127.0.0.1:2"]
+  - locality: {{region: us-east}}
+    priority: 1
+    endpoints: ["127.0.0.1:3"]
+  outlierDetection: {{consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 10s}}
+  healthCheck: {{path: /ready, interval: 1s, timeout: 1s}}
+  tls: {{mode: SIMPLE, caSecret: root}}
+secrets:
+- name: shop
+  certPem: |
+{cert}
+  keyPem: |
+{key}
+- name: root
+  caPem: |
+{ca}
+"#,
+        cert = indent(&cert, 4),
+        key = indent(&key, 4),
+        ca = indent(&ca.pem, 4),
+    );
+    let c = Config::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    let cl = &c.clusters["c"];
+    // The most preferred priority only, until locality balancing lands.
+    assert_eq!(cl.endpoints.len(), 2);
+    assert_eq!(cl.tls.as_ref().unwrap().ca.source, "secret:root");
+    let ListenerKind::Https { tls, .. } = &c.listeners[0].kind else {
+        panic!()
+    };
+    assert_eq!(tls.certificates[0].cert_chain.source, "secret:shop");
+
+    let bad = yaml
+        .replace("certSecret: shop", "certSecret: root")
+        .replace("caSecret: root", "caSecret: nope")
+        .replace(
+            "interval: 1s, baseEjectionTime",
+            "interval: 1x, baseEjectionTime",
+        );
+    let errs = errors(&bad);
+    let want = [
+        "listeners[0].tls.certificates[0].certSecret: secret \"root\" holds no certificate and key",
+        "clusters[0].tls.caSecret: no secret named \"nope\" in secrets",
+        "clusters[0].outlierDetection.interval:",
+    ];
+    for w in want {
+        assert!(
+            errs.iter().any(|e| e.starts_with(w)),
+            "missing {w:?} in\n{}",
+            errs.join("\n")
+        );
+    }
+}
