@@ -282,11 +282,10 @@ fn claims(ap: &AccessPoint) -> BTreeSet<(String, GatewayPort)> {
 /// exact one is preferred by the gateway, as in Envoy.
 pub fn host_owners(aps: &[AccessPoint]) -> BTreeMap<ObjectKey, Vec<HostConflict>> {
     let mut order: Vec<&AccessPoint> = aps.iter().collect();
-    order.sort_by(|a, b| {
-        let ta = a.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        let tb = b.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    order.sort_by_cached_key(|a| {
+        let t = a.metadata.creation_timestamp.as_ref().map(|t| t.0);
         // Objects without a timestamp (not yet stored) sort last.
-        (ta.is_none(), ta, key_of(a)).cmp(&(tb.is_none(), tb, key_of(b)))
+        (t.is_none(), t, key_of(a))
     });
     let mut owner: BTreeMap<(String, GatewayPort), ObjectKey> = BTreeMap::new();
     let mut lost: BTreeMap<ObjectKey, Vec<HostConflict>> = BTreeMap::new();

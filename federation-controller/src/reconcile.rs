@@ -171,7 +171,7 @@ pub fn translate(
     vips: BTreeMap<NsName, Result<IpAddr, String>>,
 ) -> Desired {
     let verdicts = translate::judge_access_points(&snapshot);
-    let istio = translate::istio::istio_objects(&snapshot);
+    let istio = translate::istio::istio_objects_judged(&snapshot, &verdicts);
     Desired {
         revision,
         snapshot,

@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::Secret;
 use crate::placement::{self, HostConflict, ObjectKey, Placed, PlacementIssue, Workload};
 
 pub mod istio;
+pub mod locality;
 
 /// Everything the translator reads: one consistent snapshot of the store.
 #[derive(Debug, Clone, Default)]

@@ -20,7 +20,8 @@ use causeway_crds::istio::{
 use causeway_crds::v1alpha1::{Cluster, Protocol, ServicePort, TrafficPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::{Snapshot, judge_access_points, name_service_clusters, object_key};
+use super::{AccessPointVerdict, Snapshot, judge_access_points, name_service_clusters, object_key};
+use crate::placement::ObjectKey;
 
 /// Label on every generated object.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "causeway");
@@ -231,14 +232,22 @@ fn publish(p: &Published<'_>, out: &mut Vec<IstioObject>) {
 /// NameServices, by namespace and name). Refused AccessPoints and unresolvable targets produce
 /// nothing; their status says why.
 pub fn istio_objects(s: &Snapshot) -> Vec<IstioObject> {
-    let verdicts = judge_access_points(s);
+    istio_objects_judged(s, &judge_access_points(s))
+}
+
+/// [`istio_objects`] with the AccessPoints already judged (the controller judges once per
+/// translation).
+pub fn istio_objects_judged(
+    s: &Snapshot,
+    verdicts: &BTreeMap<ObjectKey, AccessPointVerdict>,
+) -> Vec<IstioObject> {
     let by_name: BTreeMap<&str, &Cluster> = s
         .clusters
         .iter()
         .filter_map(|c| c.metadata.name.as_deref().map(|n| (n, c)))
         .collect();
     let mut aps: Vec<_> = s.access_points.iter().collect();
-    aps.sort_by_key(|a| object_key(&a.metadata));
+    aps.sort_by_cached_key(|a| object_key(&a.metadata));
     let mut out = Vec::new();
     for ap in aps {
         let key = object_key(&ap.metadata);
@@ -279,10 +288,10 @@ pub fn istio_objects(s: &Snapshot) -> Vec<IstioObject> {
         );
     }
     let mut nss: Vec<_> = s.name_services.iter().collect();
-    nss.sort_by_key(|n| object_key(&n.metadata));
+    nss.sort_by_cached_key(|n| object_key(&n.metadata));
     for ns in nss {
         let key = object_key(&ns.metadata);
-        let (names, _issues) = name_service_clusters(ns, s, &verdicts);
+        let (names, _issues) = name_service_clusters(ns, s, verdicts);
         let clusters: Vec<&Cluster> = names
             .iter()
             .filter_map(|c| by_name.get(c.as_str()).copied())
