@@ -28,7 +28,7 @@ fn cluster(i: usize) -> Cluster {
     let zone = format!("{region}-{}", (b'a' + (i / 4 % 3) as u8) as char);
     serde_json::from_value(json!({
         "apiVersion": "causeway.io/v1alpha1", "kind": "Cluster",
-        "metadata": {"name": format!("c{i}"), "labels": {"region": region, "tier": if i % 2 == 0 { "edge" } else { "core" }},
+        "metadata": {"name": format!("c{i}"), "labels": {"region": region, "tier": if i.is_multiple_of(2) { "edge" } else { "core" }},
                      "generation": 1, "creationTimestamp": "2026-01-01T00:00:00Z"},
         "spec": {"locality": {"region": region, "zone": zone}, "network": format!("net-{region}"),
                  "environment": "prod", "role": "Gateway",
