@@ -13,6 +13,7 @@ mod controller;
 mod crds;
 mod demo_app;
 mod gateway;
+mod l4lb;
 mod objects;
 mod status;
 mod validate;
@@ -117,6 +118,9 @@ enum Command {
     },
     /// Run the L7 gateway from a static configuration file (see docs/gateway.md).
     Gateway(gateway::Args),
+    /// Run the L4 balancer from a VIP file, or (`l4lb decap`) its agent on gateway hosts
+    /// (see docs/l4lb.md).
+    L4lb(l4lb::Args),
     /// Run the demo backend (the seeds' multiroute app) for tests and the quickstart.
     DemoApp(demo_app::Args),
     /// Print the version.
@@ -148,6 +152,7 @@ fn main() -> ExitCode {
         } => validate::run(&files, recursive, quiet),
         Command::Crds { out_dir, reference } => crds::run(out_dir.as_deref(), reference),
         Command::Gateway(args) => gateway::run(args),
+        Command::L4lb(args) => l4lb::run(args),
         Command::DemoApp(args) => demo_app::run(args),
         Command::Controller(args) => block_on(controller::run(args)),
         Command::Apply {

@@ -1,0 +1,159 @@
+//! `causeway l4lb`: the L4 balancer (VIPs from a static file, Maglev, IPIP to gateways, BGP),
+//! and `causeway l4lb decap`, the agent on gateway hosts. See docs/l4lb.md.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use causeway_l4lb::app::{Balancer, BalancerOptions, Decap, DecapOptions};
+use causeway_l4lb::config::Config;
+use tracing_subscriber::EnvFilter;
+
+/// Arguments of `causeway l4lb`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Option<Sub>,
+    /// The VIP file (YAML, see docs/l4lb.md).
+    #[arg(long, value_name = "FILE", required = true)]
+    config: Option<PathBuf>,
+    /// TUN device the VIP routes point into.
+    #[arg(long, value_name = "NAME", default_value = "cwlb0")]
+    tun: String,
+    /// MTU of the TUN device.
+    #[arg(long, default_value_t = 1500)]
+    mtu: u16,
+    /// Admin server address (/metrics, /ready, /state); keep it on loopback.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15110")]
+    admin: SocketAddr,
+    /// Do not add the VIP routes into the TUN device nor enable IPv4 forwarding (set them up
+    /// yourself).
+    #[arg(long)]
+    no_routes: bool,
+    /// Only validate the file and exit (0 when valid).
+    #[arg(long)]
+    check: bool,
+    /// Log filter (RUST_LOG syntax).
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    log_level: String,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Sub {
+    /// Run the decap agent on a gateway host: IPIP from the balancers is unwrapped into a TUN
+    /// device, the VIPs are bound to `lo`, and the gateway answers clients directly.
+    Decap(DecapArgs),
+}
+
+/// Arguments of `causeway l4lb decap`.
+#[derive(Debug, clap::Args)]
+struct DecapArgs {
+    /// A VIP this host serves (bound to lo; inner packets to other addresses are dropped).
+    /// Repeatable; none accepts any inner destination and binds nothing.
+    #[arg(long = "vip", value_name = "ADDR")]
+    vips: Vec<Ipv4Addr>,
+    /// TUN device inner packets are written into.
+    #[arg(long, value_name = "NAME", default_value = "cwdecap0")]
+    tun: String,
+    /// MTU of the TUN device (the largest inner packet).
+    #[arg(long, default_value_t = 1500)]
+    mtu: u16,
+    /// Receive buffer of the raw IPIP socket in bytes (SO_RCVBUFFORCE).
+    #[arg(long, default_value_t = 32 << 20)]
+    rcvbuf: usize,
+    /// Admin server address (/metrics, /ready, /state).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15111")]
+    admin: SocketAddr,
+    /// Log filter (RUST_LOG syntax).
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    log_level: String,
+}
+
+fn init_logging(level: &str) -> anyhow::Result<()> {
+    let filter =
+        EnvFilter::try_new(level).with_context(|| format!("invalid --log-level {level:?}"))?;
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))
+}
+
+async fn signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("causeway-l4lb")
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+}
+
+/// Runs `causeway l4lb` until SIGTERM/SIGINT (then withdraws the VIPs and exits 0).
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(Sub::Decap(d)) = args.command {
+        return decap(d);
+    }
+    let Some(path) = args.config else {
+        anyhow::bail!("--config FILE is required");
+    };
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return Ok(ExitCode::from(1));
+        }
+    };
+    if args.check {
+        println!("{}: valid", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    init_logging(&args.log_level)?;
+    let opts = BalancerOptions {
+        tun: args.tun,
+        mtu: args.mtu,
+        admin: Some(args.admin),
+        manage_routes: !args.no_routes,
+    };
+    runtime()?.block_on(async move {
+        let b = Balancer::start(config, opts).await?;
+        signal().await;
+        b.stop().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn decap(args: DecapArgs) -> anyhow::Result<ExitCode> {
+    init_logging(&args.log_level)?;
+    let opts = DecapOptions {
+        tun: args.tun,
+        mtu: args.mtu,
+        vips: args.vips,
+        admin: Some(args.admin),
+        rcvbuf: args.rcvbuf,
+    };
+    runtime()?.block_on(async move {
+        let d = Decap::start(opts).await?;
+        signal().await;
+        d.stop().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
