@@ -11,5 +11,6 @@
 //! runtime configuration is the gateway's job (`causeway_gateway::config::file::compile`).
 
 mod document;
+pub mod envoy;
 
 pub use document::*;
