@@ -84,3 +84,70 @@ pub async fn serve(
     });
     Ok(bound)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{BackendLabels, Metrics};
+    use http_body_util::BodyExt;
+
+    async fn body(r: Response<Full<Bytes>>) -> (StatusCode, String) {
+        let status = r.status();
+        let b = r.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&b).into_owned())
+    }
+
+    #[tokio::test]
+    async fn endpoints() {
+        let m = Metrics::default();
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        m.packets
+            .get_or_create(&BackendLabels {
+                vip: "web".into(),
+                backend: "10.1.0.21".into(),
+            })
+            .inc_by(3);
+        m.conntrack_entries.set(7);
+        let state: StateFn = Arc::new(|| "{\"vips\":[]}\n".to_owned());
+        let (s, text) = body(handle(&registry, &state, "/metrics")).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(
+            text.contains("causeway_l4lb_packets_total{vip=\"web\",backend=\"10.1.0.21\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("causeway_l4lb_conntrack_entries 7"), "{text}");
+        assert_eq!(
+            body(handle(&registry, &state, "/ready")).await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            body(handle(&registry, &state, "/state")).await.1,
+            "{\"vips\":[]}\n"
+        );
+        assert_eq!(
+            body(handle(&registry, &state, "/nope")).await.0,
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[tokio::test]
+    async fn serves_on_loopback_until_shutdown() {
+        let registry = Arc::new(Registry::default());
+        let state: StateFn = Arc::new(String::new);
+        let (tx, rx) = watch::channel(false);
+        let addr = serve("127.0.0.1:0".parse().unwrap(), registry, state, rx)
+            .await
+            .unwrap();
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.ends_with("LIVE\n"), "{out}");
+        tx.send(true).unwrap();
+    }
+}
