@@ -79,6 +79,11 @@ impl Tun {
                 name: name.to_owned(),
                 source,
             })?;
+        // Non-blocking: a busy data path reads without a poll() per packet.
+        rustix::io::ioctl_fionbio(dev.as_fd(), true).map_err(|e| SysError::Tun {
+            name: name.to_owned(),
+            source: e.into(),
+        })?;
         Ok(Tun {
             dev,
             name: name.to_owned(),
@@ -92,15 +97,37 @@ impl Tun {
 
     /// Reads one packet; `Ok(None)` when nothing arrived within `timeout`.
     pub fn recv(&self, buf: &mut [u8], timeout: Duration) -> std::io::Result<Option<usize>> {
+        match self.dev.recv(buf) {
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
         if !wait_readable(self.dev.as_fd(), timeout)? {
             return Ok(None);
         }
-        self.dev.recv(buf).map(Some)
+        match self.dev.recv(buf) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
-    /// Writes one packet.
+    /// Writes one packet (waiting, bounded, while the device queue is full).
     pub fn send(&self, buf: &[u8]) -> std::io::Result<usize> {
-        self.dev.send(buf)
+        for _ in 0..100 {
+            match self.dev.send(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let ts = Timespec {
+                        tv_sec: 0,
+                        tv_nsec: 10_000_000,
+                    };
+                    let mut fds = [PollFd::from_borrowed_fd(self.dev.as_fd(), PollFlags::OUT)];
+                    let _ = rustix::event::poll(&mut fds, Some(&ts));
+                }
+                r => return r,
+            }
+        }
+        Err(std::io::ErrorKind::WouldBlock.into())
     }
 }
 
@@ -163,11 +190,19 @@ impl RawIpip {
     /// Receives one packet (outer header included); `Ok(None)` when nothing arrived within
     /// `timeout`.
     pub fn recv(&self, buf: &mut [u8], timeout: Duration) -> std::io::Result<Option<usize>> {
+        match rustix::net::recv(&self.fd, &mut *buf, RecvFlags::DONTWAIT) {
+            Ok((n, _)) => return Ok(Some(n)),
+            Err(rustix::io::Errno::AGAIN) => {}
+            Err(e) => return Err(e.into()),
+        }
         if !wait_readable(self.fd.as_fd(), timeout)? {
             return Ok(None);
         }
-        let (n, _) = rustix::net::recv(&self.fd, buf, RecvFlags::DONTWAIT)?;
-        Ok(Some(n))
+        match rustix::net::recv(&self.fd, buf, RecvFlags::DONTWAIT) {
+            Ok((n, _)) => Ok(Some(n)),
+            Err(rustix::io::Errno::AGAIN) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
