@@ -208,19 +208,34 @@ fn plan<'a>(state: &DeltaTypeState, type_url: &str, snapshot: &'a Snapshot) -> O
     })
 }
 
-/// The types with something to push for `snapshot`, in push order.
+/// Forgets NACKs the snapshot has moved past: a rejected resource whose content changed (or that
+/// is gone) no longer blocks anything, and once no rejected content is left in the snapshot the
+/// type is back in sync even when nothing needs sending (the proxy still holds what the snapshot
+/// now says, e.g. after the controller reverted a bad change).
+pub fn settle_nacks(states: &mut DeltaStreamState, snapshot: &Snapshot) {
+    for (t, state) in states.iter_mut() {
+        let set = snapshot.get(t);
+        state.nacked.retain(|name, v| {
+            set.and_then(|s| s.get(name))
+                .is_some_and(|r| &r.version == v)
+        });
+        if state.nacked.is_empty() {
+            state.nack = None;
+        }
+    }
+}
+
+/// The types with something to push for `snapshot`, in push order, LDS/RDS held while CDS or
+/// EDS responses are unanswered.
 pub fn pending_delta_sends(states: &DeltaStreamState, snapshot: &Snapshot) -> Vec<String> {
-    let mut out: Vec<String> = states
+    let out: Vec<String> = states
         .iter()
         .filter(|(t, s)| plan(s, t, snapshot).is_some())
         .map(|(t, _)| t.clone())
         .collect();
-    out.sort_by(|a, b| {
-        type_url::push_rank(a)
-            .cmp(&type_url::push_rank(b))
-            .then_with(|| a.cmp(b))
-    });
-    out
+    type_url::order_and_hold(out, |t| {
+        states.get(t).is_some_and(|s| !s.in_flight.is_empty())
+    })
 }
 
 /// Builds the delta response for `type_url` and records it as sent; `None` if nothing is owed.
@@ -361,6 +376,10 @@ mod tests {
             s1.get(t).unwrap().get("a").map(|r| &r.version)
         );
         assert!(pending_delta_sends(&st, &s2).is_empty());
+        // reverting to what the proxy holds needs no push and clears the NACK
+        settle_nacks(&mut st, &s1);
+        assert_eq!(st[t].sync_state(), SyncState::Synced);
+        assert!(pending_delta_sends(&st, &s1).is_empty());
         let s3 = clusters(&[("a", 3)]);
         let r = build_delta_response(&mut st, t, &s3, "3".into()).unwrap();
         assert_eq!(names(&r), ["a"]);

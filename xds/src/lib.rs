@@ -76,6 +76,24 @@ pub mod type_url {
         }
     }
 
+    /// Orders the types to push and applies the warming rule: while clusters or endpoints are
+    /// being sent or are unanswered (`busy`), listeners and routes wait. Sending them in one
+    /// burst is not enough: Envoy applies a route as soon as it arrives, and a route naming a
+    /// cluster that is still warming answers 503 until the cluster's endpoints land (seen here
+    /// for a full second with delta xDS). Waiting for the CDS/EDS answers costs one round trip.
+    pub(crate) fn order_and_hold(
+        mut sends: Vec<String>,
+        busy: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        sends.sort_by(|a, b| push_rank(a).cmp(&push_rank(b)).then_with(|| a.cmp(b)));
+        let warming =
+            sends.iter().any(|t| t == CLUSTER || t == ENDPOINT) || busy(CLUSTER) || busy(ENDPOINT);
+        if warming {
+            sends.retain(|t| t != LISTENER && t != ROUTE);
+        }
+        sends
+    }
+
     /// Rank of a type in [`PUSH_ORDER`]; unknown types sort after the known ones.
     pub fn push_rank(type_url: &str) -> usize {
         PUSH_ORDER

@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
@@ -98,6 +98,9 @@ pub struct AdsServer {
     status: StatusRegistry,
     metrics: XdsMetrics,
     group_fn: GroupFn,
+    /// Set by [`serve_listener`] so that its shutdown also ends the long-lived ADS streams
+    /// (graceful shutdown would otherwise wait for them forever).
+    closing: Option<watch::Receiver<bool>>,
 }
 
 impl std::fmt::Debug for AdsServer {
@@ -117,6 +120,7 @@ impl AdsServer {
             status: StatusRegistry::new(),
             metrics: XdsMetrics::new(),
             group_fn: Arc::new(NodeInfo::default_group_key),
+            closing: None,
         }
     }
 
@@ -167,7 +171,7 @@ impl AdsServer {
     }
 
     async fn run_sotw(
-        self,
+        mut self,
         mut inbound: Streaming<DiscoveryRequest>,
         tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
     ) {
@@ -223,13 +227,14 @@ impl AdsServer {
                 },
                 changed = snapshots.changed() => if changed.is_err() { break },
                 () = tx.closed() => break,
+                () = closing(&mut self.closing) => break,
             }
         }
         info!(stream = id, node = %info.id, "ADS stream closed");
     }
 
     async fn run_delta(
-        self,
+        mut self,
         mut inbound: Streaming<DeltaDiscoveryRequest>,
         tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
     ) {
@@ -261,6 +266,10 @@ impl AdsServer {
             }
             let snapshot = snapshots.borrow_and_update().clone();
             if let Some(snapshot) = snapshot {
+                delta::settle_nacks(&mut states, &snapshot);
+                for (t, s) in &states {
+                    self.status.update_type(id, s.status(t));
+                }
                 for t in delta::pending_delta_sends(&states, &snapshot) {
                     let Some(resp) =
                         delta::build_delta_response(&mut states, &t, &snapshot, next_nonce())
@@ -286,6 +295,7 @@ impl AdsServer {
                 },
                 changed = snapshots.changed() => if changed.is_err() { break },
                 () = tx.closed() => break,
+                () = closing(&mut self.closing) => break,
             }
         }
         info!(stream = id, node = %info.id, "ADS stream closed");
@@ -304,6 +314,16 @@ impl AdsServer {
             }
             RequestKind::Initial | RequestKind::Ack => {}
         }
+    }
+}
+
+/// Completes when the server is shutting down (or its `serve` future was dropped).
+async fn closing(rx: &mut Option<watch::Receiver<bool>>) {
+    match rx {
+        Some(rx) => {
+            let _ = rx.wait_for(|c| *c).await;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -378,6 +398,13 @@ pub async fn serve_listener(
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "serving ADS");
     }
+    let (closing_tx, closing_rx) = watch::channel(false);
+    let mut server = server;
+    server.closing = Some(closing_rx);
+    let shutdown = async move {
+        shutdown.await;
+        closing_tx.send_replace(true);
+    };
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(opts.keepalive_interval))
         .http2_keepalive_timeout(Some(opts.keepalive_timeout))

@@ -171,13 +171,14 @@ pub fn on_request(states: &mut StreamState, req: &DiscoveryRequest) -> RequestKi
     }
 }
 
-/// The types to push now for `snapshot`, in push order (CDS, EDS, LDS, RDS, SDS, then others).
+/// The types to push now for `snapshot`, in push order (CDS, EDS, LDS, RDS, SDS, then others);
+/// LDS and RDS wait while CDS or EDS responses are unanswered (see `type_url::order_and_hold`).
 ///
 /// A type is pushed when a response is owed, when the snapshot's version differs from the one
 /// last sent, or when the subscription changed since. A NACKed version is not re-sent: the
 /// version sent is still that version, so only a new snapshot version triggers a push.
 pub fn pending_sends(states: &StreamState, snapshot: &Snapshot) -> Vec<String> {
-    let mut out: Vec<String> = states
+    let out: Vec<String> = states
         .iter()
         .filter(|(t, s)| {
             s.must_respond
@@ -186,12 +187,11 @@ pub fn pending_sends(states: &StreamState, snapshot: &Snapshot) -> Vec<String> {
         })
         .map(|(t, _)| t.clone())
         .collect();
-    out.sort_by(|a, b| {
-        type_url::push_rank(a)
-            .cmp(&type_url::push_rank(b))
-            .then_with(|| a.cmp(b))
-    });
-    out
+    type_url::order_and_hold(out, |t| {
+        states
+            .get(t)
+            .is_some_and(|s| s.nonce_sent.is_some() && !s.answered)
+    })
 }
 
 /// Builds the response for `type_url` from the snapshot and records it as sent.
@@ -374,18 +374,27 @@ mod tests {
             };
             on_request(&mut st, &req(t, names, "", ""));
         }
-        let order: Vec<String> = send_all(&mut st, &snapshot("1"), &mut n)
-            .into_iter()
-            .map(|r| r.type_url)
+        let snap = snapshot("1");
+        let types = |r: Vec<DiscoveryResponse>| -> Vec<String> {
+            r.into_iter().map(|r| r.type_url).collect()
+        };
+        // Clusters and endpoints first; listeners and routes wait for their answers.
+        let first = send_all(&mut st, &snap, &mut n);
+        let versions: Vec<(String, String)> = first
+            .iter()
+            .map(|r| (r.type_url.clone(), r.version_info.clone()))
             .collect();
+        assert_eq!(types(first), [type_url::CLUSTER, type_url::ENDPOINT]);
+        assert!(send_all(&mut st, &snap, &mut n).is_empty());
+        on_request(&mut st, &req(type_url::CLUSTER, &[], &versions[0].1, "1"));
+        assert!(send_all(&mut st, &snap, &mut n).is_empty());
+        on_request(
+            &mut st,
+            &req(type_url::ENDPOINT, &["a"], &versions[1].1, "2"),
+        );
         assert_eq!(
-            order,
-            [
-                type_url::CLUSTER,
-                type_url::ENDPOINT,
-                type_url::LISTENER,
-                type_url::ROUTE
-            ]
+            types(send_all(&mut st, &snap, &mut n)),
+            [type_url::LISTENER, type_url::ROUTE]
         );
     }
 
