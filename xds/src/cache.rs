@@ -265,6 +265,55 @@ impl NodeInfo {
         }
     }
 
+    /// A node as a client sends it: `id`, `node_cluster` (or `cluster` when empty), locality,
+    /// and metadata `cluster`, `role`, `namespace` and `locality` (`region/zone/subzone`) on top
+    /// of [`NodeInfo::metadata`]. The gateway and balancer build their node with this.
+    pub fn to_node(&self) -> Node {
+        use envoy_types::pb::envoy::config::core::v3::Locality as EnvoyLocality;
+        use envoy_types::pb::google::protobuf::{Struct, Value};
+        let mut fields = self.metadata.clone();
+        let l = &self.locality;
+        for (k, v) in [
+            ("cluster", &self.cluster),
+            ("role", &self.role),
+            ("namespace", &self.namespace),
+        ] {
+            fields.insert(k.to_owned(), v.clone());
+        }
+        fields.insert(
+            "locality".into(),
+            format!("{}/{}/{}", l.region, l.zone, l.subzone),
+        );
+        Node {
+            id: self.id.clone(),
+            cluster: if self.node_cluster.is_empty() {
+                self.cluster.clone()
+            } else {
+                self.node_cluster.clone()
+            },
+            metadata: Some(Struct {
+                fields: fields
+                    .into_iter()
+                    .map(|(k, v)| {
+                        (
+                            k,
+                            Value {
+                                kind: Some(Kind::StringValue(v)),
+                            },
+                        )
+                    })
+                    .collect(),
+            }),
+            locality: Some(EnvoyLocality {
+                region: l.region.clone(),
+                zone: l.zone.clone(),
+                sub_zone: l.subzone.clone(),
+            }),
+            user_agent_name: "causeway".into(),
+            ..Default::default()
+        }
+    }
+
     /// The default grouping: `role/cluster/namespace` (metadata `cluster` falling back to
     /// `node.cluster`). Proxies that agree on all three get the same configuration.
     pub fn default_group_key(&self) -> GroupKey {
@@ -444,6 +493,9 @@ mod tests {
         });
         assert_eq!(bare.locality.region, "x");
         assert_eq!(bare.locality.zone, "y");
+        let back = NodeInfo::from_node(&info.to_node());
+        assert_eq!(back.default_group_key(), info.default_group_key());
+        assert_eq!(back.locality, info.locality);
     }
 
     #[tokio::test]

@@ -1,5 +1,7 @@
 //! Test peers: a real Envoy (killed on drop), a tiny HTTP backend, a raw HTTP/1.1 client, the
 //! ADS server on a free port, polling with a deadline, and Envoy resource builders.
+// Each test binary that includes this uses a different part of it.
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
