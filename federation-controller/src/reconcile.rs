@@ -55,6 +55,8 @@ pub struct Desired {
     pub vips: BTreeMap<NsName, Result<IpAddr, String>>,
     /// The Istio objects every member cluster gets (Kubernetes mode).
     pub istio: Vec<IstioObject>,
+    /// The configuration of every gateway (per cluster and gateway address).
+    pub gateways: Vec<translate::proxy::GatewayConfig>,
 }
 
 impl Desired {
@@ -62,9 +64,26 @@ impl Desired {
     /// cluster.
     pub fn rendered(&self, cluster: &str) -> Option<Value> {
         self.snapshot.cluster(cluster)?;
+        // Keys never leave the controller in a view a person reads.
+        let gateways: Vec<Value> = self
+            .gateways
+            .iter()
+            .filter(|g| g.cluster == cluster)
+            .map(|g| serde_json::json!({"address": g.address, "config": g.config.redacted()}))
+            .collect();
+        let sidecars: serde_json::Map<String, Value> = translate::proxy::namespaces(&self.snapshot)
+            .into_iter()
+            .filter_map(|ns| {
+                let doc =
+                    translate::proxy::sidecar_config(&self.snapshot, &self.verdicts, cluster, &ns)?;
+                (!doc.virtual_hosts.is_empty()).then(|| (ns, json(&doc.redacted())))
+            })
+            .collect();
         Some(serde_json::json!({
             "cluster": cluster,
             "revision": self.revision,
+            "gateways": gateways,
+            "sidecars": sidecars,
             "istio": self.istio,
         }))
     }
@@ -172,12 +191,14 @@ pub fn translate(
 ) -> Desired {
     let verdicts = translate::judge_access_points(&snapshot);
     let istio = translate::istio::istio_objects_judged(&snapshot, &verdicts);
+    let gateways = translate::proxy::gateway_configs(&snapshot, &verdicts);
     Desired {
         revision,
         snapshot,
         verdicts,
         vips,
         istio,
+        gateways,
     }
 }
 

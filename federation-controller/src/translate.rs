@@ -14,6 +14,7 @@ use crate::placement::{self, HostConflict, ObjectKey, Placed, PlacementIssue, Wo
 
 pub mod istio;
 pub mod locality;
+pub mod proxy;
 
 /// Everything the translator reads: one consistent snapshot of the store.
 #[derive(Debug, Clone, Default)]

@@ -1081,12 +1081,8 @@ fn cluster(
     if c.name.is_empty() {
         report.error(&path.field("name"), "a cluster needs a name");
     }
-    if c.endpoints.is_empty() && c.locality_endpoints.iter().all(|g| g.endpoints.is_empty()) {
-        report.error(
-            &path.field("endpoints"),
-            "list at least one endpoint (IP:port or hostname:port)",
-        );
-    }
+    // No endpoint is legitimate (a backend scaled to zero, not registered yet, or ejected by
+    // the controller): requests get 503 `no healthy upstream`, as in Envoy.
     if !c.endpoints.is_empty() && !c.locality_endpoints.is_empty() {
         report.error(
             &path.field("localityEndpoints"),
