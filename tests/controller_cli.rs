@@ -33,6 +33,12 @@ impl Controller {
         let mut child = Command::new(env!("CARGO_BIN_EXE_causeway"))
             .args(["controller", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            // A free xDS port unless the test picks one: tests run in parallel.
+            .args(if extra.contains(&"--xds-listen") {
+                &[][..]
+            } else {
+                &["--xds-listen", "127.0.0.1:0"][..]
+            })
             .args(extra)
             .stderr(Stdio::piped())
             .spawn()
@@ -500,4 +506,176 @@ async fn leader_failover_on_etcd() {
     let took = killed.elapsed();
     eprintln!("failover: status written by the new leader {took:?} after the kill");
     assert_ne!(leader().await, Some(first));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A process killed on drop.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A one-line HTTP server standing in for cluster c1's gateway: answers every request with
+/// `gateway-c1 HOST` so the test sees where the sidecar sent it and with which Host.
+fn fake_gateway() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut host = String::new();
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(h) = line.to_ascii_lowercase().strip_prefix("host:") {
+                        host = h.trim().to_owned();
+                    }
+                }
+                let body = format!("gateway-c1 {host}");
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    port
+}
+
+/// The controller's ADS feeds a real Envoy sidecar: bootstrapped with `causeway bootstrap`, it
+/// routes the NameService host to the gateway of the cluster that serves it, and the controller
+/// counts it as a connected proxy of its cluster.
+#[test]
+fn envoy_sidecar_gets_its_config_from_the_controller() {
+    let xds = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Controller::start_with(dir.path(), &["--xds-listen", &format!("127.0.0.1:{xds}")]);
+    let gw = fake_gateway();
+    let resources = format!(
+        "apiVersion: causeway.io/v1alpha1
+kind: Cluster
+metadata: {{name: c1}}
+spec:
+  locality: {{region: us-west, zone: us-west-a}}
+  network: net-west
+  environment: prod
+  role: Gateway
+  gateways: [{{address: 127.0.0.1, ports: {{http: {gw}}}}}]
+---
+apiVersion: causeway.io/v1alpha1
+kind: AccessPoint
+metadata: {{name: shop, namespace: retail}}
+spec:
+  hosts: [shop.example.com]
+  listeners: [{{name: http, port: 80, protocol: HTTP}}]
+  http: [{{route: [{{destination: {{service: shop, port: 3000}}}}]}}]
+  placement: {{clusters: [c1]}}
+---
+apiVersion: causeway.io/v1alpha1
+kind: NameService
+metadata: {{name: shop-global, namespace: retail}}
+spec:
+  fqdn: shop.global
+  targets: [{{accessPoint: shop}}]
+"
+    );
+    let file = dir.path().join("federation.yaml");
+    std::fs::write(&file, resources).unwrap();
+    let out = c.causeway(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+
+    let listen = free_port();
+    let out = c.causeway(&[
+        "bootstrap",
+        "--cluster",
+        "c1",
+        "--node-id",
+        "sidecar-1",
+        "--namespace",
+        "retail",
+        "--listen",
+        &format!("127.0.0.1:{listen}"),
+        "--xds",
+        &format!("127.0.0.1:{xds}"),
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let boot = dir.path().join("bootstrap.json");
+    std::fs::write(&boot, &out.stdout).unwrap();
+    let envoy = std::env::var("CAUSEWAY_ENVOY").unwrap_or_else(|_| "envoy".into());
+    let base_id = (std::process::id() % 100_000) * 20 + 7;
+    let _envoy = Guard(
+        Command::new(&envoy)
+            .arg("-c")
+            .arg(&boot)
+            .args(["--disable-hot-restart", "-l", "warning", "--base-id"])
+            .arg(base_id.to_string())
+            .arg("--log-path")
+            .arg(dir.path().join("envoy.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run Envoy ({envoy}): {e}; run scripts/install-deps")
+            }),
+    );
+
+    // Poll through the sidecar until the pushed listener and route answer.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let answer = loop {
+        let got = TcpStream::connect(("127.0.0.1", listen))
+            .ok()
+            .and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+                write!(
+                    s,
+                    "GET / HTTP/1.1\r\nHost: shop.global\r\nConnection: close\r\n\r\n"
+                )
+                .ok()?;
+                let mut resp = String::new();
+                s.read_to_string(&mut resp).ok()?;
+                Some(resp)
+            });
+        if let Some(r) = got.filter(|r| r.starts_with("HTTP/1.1 200")) {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sidecar never routed shop.global; envoy log:\n{}",
+            std::fs::read_to_string(dir.path().join("envoy.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(answer.ends_with("gateway-c1 shop.global"), "{answer}");
+
+    // The controller sees the sidecar as a connected proxy of c1.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = c.causeway(&["get", "cluster", "c1", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if v["status"]["proxies"] == 1 {
+            // Sidecars but no gateway: the cluster is not fully served.
+            assert_eq!(v["status"]["phase"], "Degraded", "{v:#}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "proxy not counted: {v:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -31,9 +31,25 @@ pub struct Args {
     /// Leader lease time to live (etcd): how long a dead leader keeps the role, e.g. `10s`.
     #[arg(long, default_value = "10s", value_parser = parse_ttl)]
     pub leader_ttl: std::time::Duration,
+    /// ADS (xDS) listen address for gateways and Envoy sidecars; `off` disables it.
+    #[arg(long, default_value = "127.0.0.1:15010", value_parser = parse_xds)]
+    pub xds_listen: XdsListen,
     /// Log filter, `RUST_LOG` syntax (`info`, `causeway_controller=debug`).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_level: String,
+}
+
+/// `--xds-listen`: an address, or off.
+#[derive(Debug, Clone, Copy)]
+pub struct XdsListen(Option<SocketAddr>);
+
+fn parse_xds(text: &str) -> Result<XdsListen, String> {
+    if text == "off" {
+        return Ok(XdsListen(None));
+    }
+    text.parse()
+        .map(|a| XdsListen(Some(a)))
+        .map_err(|_| format!("{text:?}: write IP:PORT (e.g. 127.0.0.1:15010) or off"))
 }
 
 fn parse_pool(text: &str) -> Result<(String, Vec<String>), String> {
@@ -94,6 +110,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         identity: args.identity.clone(),
         leader_ttl: args.leader_ttl,
+        xds_listen: args.xds_listen.0,
     };
     let data_dir = args.data_dir.display().to_string();
     run::run(

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bootstrap;
 mod client;
 mod controller;
 mod crds;
@@ -116,6 +117,9 @@ enum Command {
         #[command(flatten)]
         server: client::ServerArgs,
     },
+    /// Print an Envoy bootstrap for a sidecar or gateway of a cluster, pointing at the
+    /// controller's ADS: `envoy -c <(causeway bootstrap --cluster c1 --node-id app-1)`.
+    Bootstrap(bootstrap::Args),
     /// Run the L7 gateway from a static configuration file (see docs/gateway.md).
     Gateway(gateway::Args),
     /// Run the L4 balancer from a VIP file, or (`l4lb decap`) its agent on gateway hosts
@@ -201,6 +205,7 @@ fn main() -> ExitCode {
             let c = client::ApiClient::new(&server)?;
             status::run(&c, wait).await
         }),
+        Command::Bootstrap(args) => bootstrap::run(args),
         Command::Version => {
             println!("causeway {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

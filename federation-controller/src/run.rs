@@ -48,6 +48,8 @@ pub struct ControllerConfig {
     pub identity: String,
     /// Lease time to live of the leader election (etcd only).
     pub leader_ttl: Duration,
+    /// Where the ADS (xDS) server listens; `None` turns it off.
+    pub xds_listen: Option<SocketAddr>,
 }
 
 /// The default VIP pool: `10.240.0.0/16`, as in the examples.
@@ -66,6 +68,7 @@ impl ControllerConfig {
             vip_pools: default_vip_pools(),
             identity: "controller".to_owned(),
             leader_ttl: Duration::from_secs(10),
+            xds_listen: Some(SocketAddr::from(([127, 0, 0, 1], 15010))),
         }
     }
 }
@@ -97,6 +100,16 @@ pub enum RunError {
     /// The server failed while running.
     #[error("API server: {0}")]
     Serve(std::io::Error),
+    /// The ADS address is taken.
+    #[error(
+        "cannot listen for xDS on {addr}: {source} (another controller running? pick another address with --xds-listen)"
+    )]
+    XdsListen {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
     /// The VIP pools are misconfigured.
     #[error("VIP pools: {0}")]
     Pools(#[from] crate::ipam::IpamError),
@@ -272,6 +285,37 @@ pub async fn run(
         desired: desired_tx,
     };
     let loop_task = tokio::spawn(reconciler.run());
+    // xDS: the ADS server and the task that keeps its snapshots and the proxy report current.
+    let mut xds_tasks = Vec::new();
+    if let Some(xds_addr) = cfg.xds_listen {
+        let xds_listener = tokio::net::TcpListener::bind(xds_addr)
+            .await
+            .map_err(|source| RunError::XdsListen {
+                addr: xds_addr,
+                source,
+            })?;
+        let server = causeway_xds::AdsServer::new(causeway_xds::SnapshotCache::new())
+            .with_group_fn(crate::push::group_of);
+        xds_tasks.push(tokio::spawn(crate::push::run(
+            server.clone(),
+            desired.clone(),
+            proxies_tx,
+        )));
+        xds_tasks.push(tokio::spawn(async move {
+            let opts = causeway_xds::ServerOptions::default();
+            if let Err(e) =
+                causeway_xds::serve_listener(xds_listener, server, &opts, std::future::pending())
+                    .await
+            {
+                tracing::error!(error = %e, "the ADS server stopped");
+            }
+        }));
+    } else {
+        // No proxies can connect: the report stays empty for good.
+        xds_tasks.push(tokio::spawn(async move {
+            proxies_tx.closed().await;
+        }));
+    }
     let app = api::router(ApiState {
         store: opened.store,
         token: Some(token.into()),
@@ -283,7 +327,9 @@ pub async fn run(
         .await
         .map_err(RunError::Serve);
     loop_task.abort();
-    drop(proxies_tx);
+    for t in xds_tasks {
+        t.abort();
+    }
     if let Campaign::Etcd(l) = leadership {
         // Hand over at once instead of making the next leader wait for the lease.
         l.resign().await;
