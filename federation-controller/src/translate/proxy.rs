@@ -244,7 +244,7 @@ fn outlier(p: Option<&TrafficPolicy>) -> Option<pc::OutlierDetection> {
 /// The local endpoints of a backend destination in `cluster`: standalone-mode WorkloadEntries
 /// in the service's namespace labelled `app: SERVICE`, this cluster, and the subset's labels.
 fn local_endpoints(
-    s: &Snapshot,
+    idx: &Index<'_>,
     ap: &AccessPoint,
     d: &Destination,
     cluster: &str,
@@ -255,15 +255,15 @@ fn local_endpoints(
         .as_ref()
         .and_then(|name| ap.spec.subsets.iter().find(|s| &s.name == name))
         .map(|s| &s.labels);
-    let mut out: Vec<pc::Endpoint> = s
-        .workload_entries
-        .iter()
-        .filter(|w| ns_of(&w.metadata) == ns)
+    let key = (ns.to_owned(), d.service.clone(), cluster.to_owned());
+    let mut out: Vec<pc::Endpoint> = idx
+        .workloads
+        .get(&key)
+        .into_iter()
+        .flatten()
         .filter(|w| {
             let l = &w.spec.labels;
-            l.get("app") == Some(&d.service)
-                && l.get(CLUSTER_LABEL).map(String::as_str) == Some(cluster)
-                && subset_labels.is_none_or(|want| want.iter().all(|(k, v)| l.get(k) == Some(v)))
+            subset_labels.is_none_or(|want| want.iter().all(|(k, v)| l.get(k) == Some(v)))
         })
         .filter_map(|w| {
             let address = w.spec.address.as_deref()?;
@@ -290,28 +290,51 @@ fn join_host_port(host: &str, port: u32) -> String {
     }
 }
 
-/// Whether the AccessPoint is served on `cluster`.
-fn serves(v: &AccessPointVerdict, refs_ok: bool, cluster: &str) -> bool {
-    v.accepted() && refs_ok && v.placed.clusters.iter().any(|c| c == cluster)
+/// Lookups the gateway translation needs once per AccessPoint, built once per translation so
+/// the whole is O(n log n) rather than AccessPoints × WorkloadEntries.
+struct Index<'a> {
+    /// WorkloadEntries by (namespace, `app` label, cluster label).
+    workloads: BTreeMap<(String, String, String), Vec<&'a causeway_crds::istio::WorkloadEntry>>,
+    /// FQDNs of the NameServices targeting each AccessPoint (same namespace), sorted.
+    fqdns: BTreeMap<(String, String), Vec<String>>,
 }
 
-/// The FQDNs of NameServices that target the AccessPoint `ap` (by name, same namespace).
-fn name_service_fqdns(s: &Snapshot, ap: &ObjectKey) -> Vec<String> {
-    let mut out: Vec<String> = s
-        .name_services
-        .iter()
-        .filter(|n| ns_of(&n.metadata) == ap.0)
-        .filter(|n| {
-            n.spec
-                .targets
-                .iter()
-                .any(|t| t.access_point.as_deref() == Some(ap.1.as_str()))
-        })
-        .map(|n| n.spec.fqdn.clone())
-        .collect();
-    out.sort();
-    out.dedup();
-    out
+impl<'a> Index<'a> {
+    fn new(s: &'a Snapshot) -> Self {
+        let mut workloads: BTreeMap<_, Vec<_>> = BTreeMap::new();
+        for w in &s.workload_entries {
+            let l = &w.spec.labels;
+            if let (Some(app), Some(cluster)) = (l.get("app"), l.get(CLUSTER_LABEL)) {
+                workloads
+                    .entry((ns_of(&w.metadata).to_owned(), app.clone(), cluster.clone()))
+                    .or_default()
+                    .push(w);
+            }
+        }
+        let mut fqdns: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        for n in &s.name_services {
+            for t in &n.spec.targets {
+                if let Some(ap) = t.access_point.as_deref() {
+                    fqdns
+                        .entry((ns_of(&n.metadata).to_owned(), ap.to_owned()))
+                        .or_default()
+                        .push(n.spec.fqdn.clone());
+                }
+            }
+        }
+        for v in fqdns.values_mut() {
+            v.sort();
+            v.dedup();
+        }
+        Index { workloads, fqdns }
+    }
+
+    fn fqdns(&self, ap: &ObjectKey) -> &[String] {
+        self.fqdns
+            .get(ap)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
 }
 
 fn tls_port(x: &ExternalService) -> u32 {
@@ -383,29 +406,29 @@ pub fn gateway_configs(
 ) -> Vec<GatewayConfig> {
     let mut aps: Vec<&AccessPoint> = s.access_points.iter().collect();
     aps.sort_by_cached_key(|a| object_key(&a.metadata));
-    // References are the same in every cluster: check them once.
-    let refs_ok: BTreeMap<ObjectKey, bool> = aps
-        .iter()
-        .map(|ap| (object_key(&ap.metadata), unresolved_refs(ap, s).is_empty()))
-        .collect();
+    // Placement and references are the same in every cluster: sort AccessPoints into their
+    // clusters once.
+    let mut by_cluster: BTreeMap<&str, Vec<&AccessPoint>> = BTreeMap::new();
+    for ap in &aps {
+        let key = object_key(&ap.metadata);
+        let Some(v) = verdicts.get(&key) else { continue };
+        if !v.accepted() || !unresolved_refs(ap, s).is_empty() {
+            continue;
+        }
+        for c in &v.placed.clusters {
+            by_cluster.entry(c.as_str()).or_default().push(ap);
+        }
+    }
+    let idx = Index::new(s);
     let mut out = Vec::new();
     for c in &s.clusters {
         let name = cluster_name(c);
-        let served: Vec<&AccessPoint> = aps
-            .iter()
-            .copied()
-            .filter(|ap| {
-                let key = object_key(&ap.metadata);
-                verdicts
-                    .get(&key)
-                    .is_some_and(|v| serves(v, refs_ok.get(&key) == Some(&true), name))
-            })
-            .collect();
+        let served: &[&AccessPoint] = by_cluster.get(name).map(Vec::as_slice).unwrap_or_default();
         for g in &c.spec.gateways {
             out.push(GatewayConfig {
                 cluster: name.to_owned(),
                 address: g.address.clone(),
-                config: gateway_config(s, c, g, &served),
+                config: gateway_config(s, &idx, c, g, served),
             });
         }
     }
@@ -414,6 +437,7 @@ pub fn gateway_configs(
 
 fn gateway_config(
     s: &Snapshot,
+    idx: &Index<'_>,
     c: &Cluster,
     g: &causeway_crds::v1alpha1::GatewayEndpoint,
     served: &[&AccessPoint],
@@ -431,7 +455,7 @@ fn gateway_config(
         let ns = key.0.as_str();
         let vname = format!("{}/{}", key.0, key.1);
         let mut domains = ap.spec.hosts.clone();
-        domains.extend(name_service_fqdns(s, &key));
+        domains.extend(idx.fqdns(&key).iter().cloned());
         let http = effective_http(ap, cname);
         let policy = effective_policy(ap, cname);
         let mut routes_out = Vec::new();
@@ -441,7 +465,7 @@ fn gateway_config(
                 let cl = backend_cluster(&w.destination, ns);
                 clusters.entry(cl.clone()).or_insert_with(|| pc::Cluster {
                     name: cl,
-                    endpoints: local_endpoints(s, ap, &w.destination, cname),
+                    endpoints: local_endpoints(idx, ap, &w.destination, cname),
                     outlier_detection: outlier(policy),
                     ..Default::default()
                 });
@@ -470,7 +494,7 @@ fn gateway_config(
                         let cl = backend_cluster(&route.destination, ns);
                         clusters.entry(cl.clone()).or_insert_with(|| pc::Cluster {
                             name: cl.clone(),
-                            endpoints: local_endpoints(s, ap, &route.destination, cname),
+                            endpoints: local_endpoints(idx, ap, &route.destination, cname),
                             ..Default::default()
                         });
                         tcp.push(pc::Listener {
