@@ -1,6 +1,7 @@
-//! `causeway gateway`: run the L7 gateway from a static configuration file.
+//! `causeway gateway`: run the L7 gateway from a static configuration file (`--config`) or from
+//! the controller's ADS (`--xds`).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -17,11 +18,29 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Arguments of `causeway gateway`.
 #[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["config", "xds"]))]
 pub struct Args {
     /// The gateway configuration (YAML, see docs/gateway.md). Watched: a change, or SIGHUP,
     /// reloads it; an invalid file is refused and the running configuration stays.
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
+    #[arg(long, value_name = "FILE", conflicts_with = "xds")]
+    config: Option<PathBuf>,
+    /// Take the configuration from the controller's ADS instead of a file, e.g.
+    /// http://127.0.0.1:15010 (see docs/xds.md). Requires --cluster.
+    #[arg(long, value_name = "URL", requires = "cluster")]
+    xds: Option<String>,
+    /// With --xds: the federation member cluster this gateway runs in (node metadata `cluster`).
+    #[arg(long, value_name = "NAME", requires = "xds")]
+    cluster: Option<String>,
+    /// With --xds: the gateway address this process serves (node metadata `address`; the
+    /// controller groups gateways by cluster + address).
+    #[arg(long, value_name = "IP", requires = "xds")]
+    address: Option<IpAddr>,
+    /// With --xds: the locality as region/zone/subzone, e.g. us-west/us-west-a.
+    #[arg(long, value_name = "REGION/ZONE/SUBZONE", requires = "xds")]
+    locality: Option<String>,
+    /// With --xds: the node id (default gateway-<cluster>-<address or hostname>-<pid>).
+    #[arg(long, value_name = "ID", requires = "xds")]
+    node_id: Option<String>,
     /// Worker threads of the data path (default: the number of cores).
     #[arg(long, value_name = "N")]
     concurrency: Option<usize>,
@@ -32,24 +51,43 @@ pub struct Args {
     #[arg(long, value_name = "FILTER", default_value = "info")]
     log_level: String,
     /// Only validate the configuration file and exit (0 when valid).
-    #[arg(long)]
+    #[arg(long, requires = "config")]
     check: bool,
 }
 
 /// Runs the gateway until SIGTERM/SIGINT.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if args.check {
-        return Ok(match causeway_gateway::Config::load(&args.config) {
+    if args.check
+        && let Some(path) = &args.config
+    {
+        return Ok(match causeway_gateway::Config::load(path) {
             Ok(_) => {
-                println!("{}: valid", args.config.display());
+                println!("{}: valid", path.display());
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("{}: {e}", args.config.display());
+                eprintln!("{}: {e}", path.display());
                 ExitCode::from(1)
             }
         });
     }
+    // Validate the xDS flags before anything starts.
+    let xds = match (&args.xds, &args.cluster) {
+        (Some(endpoint), Some(cluster)) => {
+            let locality = args
+                .locality
+                .as_deref()
+                .map(causeway_gateway::xds::parse_locality)
+                .transpose()?;
+            let id = args
+                .node_id
+                .clone()
+                .unwrap_or_else(|| causeway_gateway::xds::default_node_id(cluster, args.address));
+            let node = causeway_gateway::xds::gateway_node(&id, cluster, args.address, locality);
+            Some((endpoint.clone(), node))
+        }
+        _ => None,
+    };
     let filter = EnvFilter::try_new(&args.log_level)
         .with_context(|| format!("invalid --log-level {:?}", args.log_level))?;
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
@@ -87,12 +125,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .build()
     }
     .context("starting the tokio runtime")?;
-    let opts = causeway_gateway::Options {
-        config_path: args.config,
-        admin: Some(args.admin),
-        limits: causeway_gateway::Limits::default(),
-        log: Some(log),
-    };
-    runtime.block_on(causeway_gateway::run(opts))?;
+    match (xds, args.config) {
+        (Some((endpoint, node)), _) => {
+            let opts = causeway_gateway::xds::XdsOptions {
+                endpoint,
+                node,
+                admin: Some(args.admin),
+                limits: causeway_gateway::Limits::default(),
+                log: Some(log),
+            };
+            runtime.block_on(causeway_gateway::xds::run(opts))?;
+        }
+        (None, Some(config_path)) => {
+            let opts = causeway_gateway::Options {
+                config_path,
+                admin: Some(args.admin),
+                limits: causeway_gateway::Limits::default(),
+                log: Some(log),
+            };
+            runtime.block_on(causeway_gateway::run(opts))?;
+        }
+        (None, None) => anyhow::bail!("give --config FILE or --xds URL --cluster NAME"),
+    }
     Ok(ExitCode::SUCCESS)
 }

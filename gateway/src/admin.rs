@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -102,6 +103,17 @@ pub fn handle(
 
 /// Serves the admin endpoints on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, log: Option<LogControl>) {
+    serve_with_readiness(listener, gateway, log, None).await;
+}
+
+/// [`serve`], with `/ready` answering 503 `NO CONFIG` while `ready` is false (an xDS gateway
+/// before its first complete configuration).
+pub async fn serve_with_readiness(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    log: Option<LogControl>,
+    ready: Option<Arc<AtomicBool>>,
+) {
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -114,15 +126,25 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, log: Option<Log
         };
         let gateway = gateway.clone();
         let log = log.clone();
+        let ready = ready.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
-                let res = handle(
-                    &gateway,
-                    log.as_ref(),
-                    req.method(),
-                    req.uri().path(),
-                    req.uri().query(),
-                );
+                let waiting = ready.as_ref().is_some_and(|r| !r.load(Ordering::SeqCst));
+                let res = if waiting && req.uri().path() == "/ready" && !gateway.draining() {
+                    reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        "NO CONFIG\n".into(),
+                    )
+                } else {
+                    handle(
+                        &gateway,
+                        log.as_ref(),
+                        req.method(),
+                        req.uri().path(),
+                        req.uri().query(),
+                    )
+                };
                 async move { Ok::<_, Infallible>(res) }
             });
             let _ = auto::Builder::new(TokioExecutor::new())

@@ -68,8 +68,9 @@ impl Running {
     }
 }
 
+/// Completes on SIGTERM or SIGINT.
 #[cfg(unix)]
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {
@@ -84,8 +85,9 @@ async fn wait_for_signal() {
     }
 }
 
+/// Completes on Ctrl-C.
 #[cfg(not(unix))]
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 

@@ -8,6 +8,7 @@
 //! - [`admin`]: `/ready`, `/config_dump`, `/stats/prometheus`, `/logging`;
 //! - [`metrics`]: the Prometheus metrics;
 //! - [`app`]: the process around them — file watching, SIGHUP reload, SIGTERM drain;
+//! - [`xds`]: the gateway fed by the controller's ADS (`--xds`) instead of a file;
 //! - [`demo`]: the demo backend (`causeway demo-app`), the seeds' multiroute app.
 
 pub mod admin;
@@ -19,6 +20,7 @@ pub mod proxy;
 pub mod route;
 pub mod sni;
 pub mod tls;
+pub mod xds;
 
 pub use app::{Options, RunError, Running, run, start};
 pub use config::{Config, ConfigError};
