@@ -330,10 +330,7 @@ impl<'a> Index<'a> {
     }
 
     fn fqdns(&self, ap: &ObjectKey) -> &[String] {
-        self.fqdns
-            .get(ap)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
+        self.fqdns.get(ap).map(Vec::as_slice).unwrap_or_default()
     }
 }
 
@@ -411,7 +408,9 @@ pub fn gateway_configs(
     let mut by_cluster: BTreeMap<&str, Vec<&AccessPoint>> = BTreeMap::new();
     for ap in &aps {
         let key = object_key(&ap.metadata);
-        let Some(v) = verdicts.get(&key) else { continue };
+        let Some(v) = verdicts.get(&key) else {
+            continue;
+        };
         if !v.accepted() || !unresolved_refs(ap, s).is_empty() {
             continue;
         }
