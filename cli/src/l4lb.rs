@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use causeway_l4lb::app::{Balancer, BalancerOptions, Decap, DecapOptions};
 use causeway_l4lb::config::Config;
+use causeway_l4lb::xdp::{self, Mode, XdpOptions};
 use tracing_subscriber::EnvFilter;
 
 /// Arguments of `causeway l4lb`.
@@ -28,6 +29,16 @@ pub struct Args {
     /// Admin server address (/metrics, /ready, /state); keep it on loopback.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15110")]
     admin: SocketAddr,
+    /// Data path: `userspace` (TUN + raw IPIP socket), or `xdp` (the XDP program on
+    /// --interface, with the userspace path behind it for what XDP cannot send).
+    #[arg(long, value_enum, default_value_t = Datapath::Userspace)]
+    datapath: Datapath,
+    /// The interface the XDP program is attached to (required with --datapath xdp).
+    #[arg(long, value_name = "NAME")]
+    interface: Option<String>,
+    /// XDP attach mode: native (in the driver) or generic (any device, slower).
+    #[arg(long, value_name = "MODE", default_value = "native", value_parser = parse_mode)]
+    xdp_mode: Mode,
     /// Do not add the VIP routes into the TUN device nor enable IPv4 forwarding (set them up
     /// yourself).
     #[arg(long)]
@@ -38,6 +49,39 @@ pub struct Args {
     /// Log filter (RUST_LOG syntax).
     #[arg(long, value_name = "FILTER", default_value = "info")]
     log_level: String,
+}
+
+/// Which data path forwards packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Datapath {
+    /// TUN device and raw sockets: portable, slower.
+    Userspace,
+    /// XDP program (needs a build with clang), userspace behind it.
+    Xdp,
+}
+
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    s.parse()
+}
+
+/// The XDP options for the chosen data path, or why they cannot be had.
+fn xdp_options(
+    datapath: Datapath,
+    interface: Option<String>,
+    mode: Mode,
+) -> anyhow::Result<Option<XdpOptions>> {
+    if datapath == Datapath::Userspace {
+        return Ok(None);
+    }
+    if !xdp::available() {
+        anyhow::bail!("--datapath xdp: {}", xdp::XdpError::NotBuilt);
+    }
+    let Some(interface) = interface else {
+        anyhow::bail!(
+            "--datapath xdp needs --interface NAME (the interface VIP or IPIP traffic arrives on)"
+        );
+    };
+    Ok(Some(XdpOptions { interface, mode }))
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -60,6 +104,16 @@ struct DecapArgs {
     /// MTU of the TUN device (the largest inner packet).
     #[arg(long, default_value_t = 1500)]
     mtu: u16,
+    /// Data path: `userspace` (TUN + raw IPIP socket), or `xdp` (the XDP decap program on
+    /// --interface, with the raw socket behind it for fragmented IPIP).
+    #[arg(long, value_enum, default_value_t = Datapath::Userspace)]
+    datapath: Datapath,
+    /// The interface the XDP program is attached to (required with --datapath xdp).
+    #[arg(long, value_name = "NAME")]
+    interface: Option<String>,
+    /// XDP attach mode: native (in the driver) or generic (any device, slower).
+    #[arg(long, value_name = "MODE", default_value = "native", value_parser = parse_mode)]
+    xdp_mode: Mode,
     /// Receive buffer of the raw IPIP socket in bytes (SO_RCVBUFFORCE).
     #[arg(long, default_value_t = 32 << 20)]
     rcvbuf: usize,
@@ -126,8 +180,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{}: valid", path.display());
         return Ok(ExitCode::SUCCESS);
     }
+    let xdp = xdp_options(args.datapath, args.interface, args.xdp_mode)?;
     init_logging(&args.log_level)?;
     let opts = BalancerOptions {
+        xdp,
         tun: args.tun,
         mtu: args.mtu,
         admin: Some(args.admin),
@@ -142,8 +198,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn decap(args: DecapArgs) -> anyhow::Result<ExitCode> {
+    let xdp = xdp_options(args.datapath, args.interface, args.xdp_mode)?;
     init_logging(&args.log_level)?;
     let opts = DecapOptions {
+        xdp,
         tun: args.tun,
         mtu: args.mtu,
         vips: args.vips,

@@ -20,6 +20,7 @@ use crate::datapath;
 use crate::health::{self, Target};
 use crate::metrics::{BackendLabels, Metrics, VipLabels};
 use crate::sys::{self, RawIpip, SysError, Tun};
+use crate::xdp::{self, XdpBalancer, XdpDecap, XdpError, XdpOptions};
 
 /// Why the balancer or the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,9 @@ pub enum StartError {
     /// The data-path thread could not be started.
     #[error("starting the data-path thread: {0}")]
     Thread(std::io::Error),
+    /// The XDP data path could not start.
+    #[error(transparent)]
+    Xdp(#[from] XdpError),
     /// The admin address could not be bound.
     #[error("binding the admin server to {addr}: {source} (choose another --admin address)")]
     Admin {
@@ -51,6 +55,9 @@ pub struct BalancerOptions {
     pub admin: Option<SocketAddr>,
     /// Route each VIP /32 into the TUN device and enable IPv4 forwarding.
     pub manage_routes: bool,
+    /// Run the XDP program on this interface in front of the userspace path (which then only
+    /// sees the packets XDP leaves to it); `None`: userspace only.
+    pub xdp: Option<XdpOptions>,
 }
 
 /// A running balancer.
@@ -71,6 +78,7 @@ pub struct Balancer {
     routes: Vec<(Ipv4Addr, String)>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    xdp_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Balancer {
@@ -118,6 +126,21 @@ impl Balancer {
         let mut conntrack =
             Conntrack::new(config.conntrack.capacity, config.conntrack.idle_timeout);
         let stop = Arc::new(AtomicBool::new(false));
+        let xdp_thread = match &opts.xdp {
+            Some(x) => {
+                let mut prog = XdpBalancer::load(&config, x)?;
+                prog.sync(&tables.load())?;
+                tracing::info!(interface = %x.interface, mode = %x.mode, "XDP data path attached");
+                let (tables, metrics, stop) = (tables.clone(), metrics.clone(), stop.clone());
+                Some(
+                    std::thread::Builder::new()
+                        .name("l4lb-xdp".into())
+                        .spawn(move || xdp_loop(prog, &tables, &metrics, &stop))
+                        .map_err(StartError::Thread)?,
+                )
+            }
+            None => None,
+        };
         let thread = {
             let (tables, metrics, stop) = (tables.clone(), metrics.clone(), stop.clone());
             std::thread::Builder::new()
@@ -209,6 +232,7 @@ impl Balancer {
             routes,
             stop,
             thread: Some(thread),
+            xdp_thread,
         })
     }
 
@@ -227,7 +251,10 @@ impl Balancer {
         .await;
         self.tasks.abort_all();
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
+        for t in [self.thread.take(), self.xdp_thread.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
         for (vip, dev) in &self.routes {
@@ -235,6 +262,31 @@ impl Balancer {
         }
         tracing::info!("l4lb stopped");
     }
+}
+
+/// The XDP thread: writes every new table snapshot into the program's maps (within
+/// [`xdp::SYNC_INTERVAL`] of the control loop swapping it in) and turns the program's counters
+/// into metrics every second. Dropping the program at the end detaches it.
+fn xdp_loop(mut prog: XdpBalancer, tables: &ArcSwap<Tables>, metrics: &Metrics, stop: &AtomicBool) {
+    let mut synced = tables.load_full();
+    let mut next_collect = std::time::Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let cur = tables.load_full();
+        if !Arc::ptr_eq(&cur, &synced) {
+            match prog.sync(&cur) {
+                Ok(()) => synced = cur,
+                // Retried on the next round; meanwhile the old tables stay in force.
+                Err(e) => tracing::warn!(error = %e, "updating the XDP maps"),
+            }
+        }
+        let now = std::time::Instant::now();
+        if now >= next_collect {
+            prog.collect(metrics);
+            next_collect = now + Duration::from_secs(1);
+        }
+        std::thread::sleep(xdp::SYNC_INTERVAL);
+    }
+    prog.collect(metrics);
 }
 
 fn build(config: &Config, health: &BTreeMap<Target, bool>) -> Tables {
@@ -339,6 +391,9 @@ pub struct DecapOptions {
     pub admin: Option<SocketAddr>,
     /// Raw socket receive buffer (SO_RCVBUFFORCE).
     pub rcvbuf: usize,
+    /// Decapsulate in XDP on this interface; the raw socket and TUN stay for what XDP leaves
+    /// to them (fragmented IPIP). `None`: userspace only.
+    pub xdp: Option<XdpOptions>,
 }
 
 /// A running decap agent.
@@ -351,6 +406,7 @@ pub struct Decap {
     added: Vec<Ipv4Addr>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    xdp_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Decap {
@@ -375,6 +431,26 @@ impl Decap {
         }
         let raw = RawIpip::open(opts.rcvbuf)?;
         let stop = Arc::new(AtomicBool::new(false));
+        let xdp_thread = match &opts.xdp {
+            Some(x) => {
+                let mut prog = XdpDecap::load(&opts.vips, x)?;
+                tracing::info!(interface = %x.interface, mode = %x.mode, "XDP decap attached");
+                let (metrics, stop) = (metrics.clone(), stop.clone());
+                Some(
+                    std::thread::Builder::new()
+                        .name("l4lb-xdp-decap".into())
+                        .spawn(move || {
+                            while !stop.load(Ordering::Relaxed) {
+                                prog.collect(&metrics);
+                                std::thread::sleep(Duration::from_millis(200));
+                            }
+                            prog.collect(&metrics);
+                        })
+                        .map_err(StartError::Thread)?,
+                )
+            }
+            None => None,
+        };
         let thread = {
             let (metrics, stop) = (metrics.clone(), stop.clone());
             let vips: BTreeSet<Ipv4Addr> = opts.vips.iter().copied().collect();
@@ -409,6 +485,7 @@ impl Decap {
             added,
             stop,
             thread: Some(thread),
+            xdp_thread,
         })
     }
 
@@ -416,7 +493,10 @@ impl Decap {
     pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
+        for t in [self.thread.take(), self.xdp_thread.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
         for vip in &self.added {

@@ -19,3 +19,4 @@ pub mod maglev;
 pub mod metrics;
 pub mod packet;
 pub mod sys;
+pub mod xdp;

@@ -62,6 +62,10 @@ pub struct Metrics {
     pub decap_packets: Counter,
     /// Bytes (inner) delivered (decap agent).
     pub decap_bytes: Counter,
+    /// Packets the XDP program left to the userspace path, by reason (`mtu`, `neighbour`).
+    pub xdp_slow_path: Family<ReasonLabels, Counter>,
+    /// Flows in the XDP program's connection tracking map (not idle).
+    pub xdp_conntrack_entries: Gauge,
 }
 
 impl Metrics {
@@ -118,6 +122,16 @@ impl Metrics {
             "decap_bytes",
             "Inner bytes delivered into the TUN device (decap agent)",
             self.decap_bytes.clone(),
+        );
+        r.register(
+            "xdp_slow_path_packets",
+            "Packets the XDP program passed to the userspace data path (mtu, neighbour)",
+            self.xdp_slow_path.clone(),
+        );
+        r.register(
+            "xdp_conntrack_entries",
+            "Flows in the XDP program's connection tracking map",
+            self.xdp_conntrack_entries.clone(),
         );
     }
 

@@ -1,0 +1,681 @@
+//! The XDP data path: the BPF programs of `l4-lb/bpf/` (compiled by `build.rs` with clang),
+//! loaded and attached with aya, and the userspace side that keeps their maps equal to the
+//! balancer's [`Tables`] (VIPs, the same Maglev tables as the userspace path, healthy
+//! backends) and turns their per-CPU counters into metrics.
+//!
+//! The map layouts are mirrored from `bpf/balancer.bpf.c` and `bpf/decap.bpf.c` as plain byte
+//! arrays (so this crate needs no `unsafe` `Pod` impls); the encoders are pure functions with
+//! unit tests. Addresses and ports are in network order, indexes and counters in host order.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap};
+use aya::programs::{Xdp, XdpMode};
+use aya::{Ebpf, EbpfLoader};
+
+use crate::balancer::Tables;
+use crate::config::Config;
+use crate::metrics::{BackendLabels, Metrics, ReasonLabels, VipLabels};
+
+/// The balancer program (empty when clang was missing at build time).
+static BALANCER_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/balancer.o"));
+/// The decap program (empty when clang was missing at build time).
+static DECAP_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/decap.o"));
+
+/// Whether this build carries the XDP programs (clang was available at build time).
+pub fn available() -> bool {
+    !BALANCER_OBJ.is_empty() && !DECAP_OBJ.is_empty()
+}
+
+/// How the program is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// In the driver (`XDP_FLAGS_DRV_MODE`): the fast one; needs driver support (veth has it).
+    #[default]
+    Native,
+    /// In the kernel's generic receive path (`XDP_FLAGS_SKB_MODE`): works on any device.
+    Generic,
+}
+
+impl Mode {
+    fn aya(self) -> XdpMode {
+        match self {
+            Mode::Native => XdpMode::Driver,
+            Mode::Generic => XdpMode::Skb,
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Native => "native",
+            Mode::Generic => "generic",
+        })
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "native" => Ok(Mode::Native),
+            "generic" => Ok(Mode::Generic),
+            _ => Err(format!("unknown XDP mode {s:?} (native or generic)")),
+        }
+    }
+}
+
+/// Where and how to attach an XDP program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XdpOptions {
+    /// The interface VIP traffic arrives on (balancer) or IPIP arrives on (gateway host).
+    pub interface: String,
+    /// Native or generic.
+    pub mode: Mode,
+}
+
+/// Why the XDP data path could not start or be updated.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    /// The binary was built without clang.
+    #[error(
+        "this causeway was built without the XDP programs (clang was missing when it was \
+         compiled): install clang and libbpf-dev (scripts/install-deps) and rebuild, or run \
+         with --datapath userspace"
+    )]
+    NotBuilt,
+    /// The object could not be loaded (parse, map creation, verifier).
+    #[error("loading the XDP program {program}: {detail} (needs root and a kernel with BPF)")]
+    Load {
+        /// Which program.
+        program: &'static str,
+        /// What failed.
+        detail: String,
+    },
+    /// The program could not be attached.
+    #[error(
+        "attaching XDP to {interface} in {mode} mode: {detail} (check the interface name; \
+         native mode needs driver support, generic works everywhere)"
+    )]
+    Attach {
+        /// The interface.
+        interface: String,
+        /// The mode.
+        mode: Mode,
+        /// What failed.
+        detail: String,
+    },
+    /// A map was missing or could not be read or written.
+    #[error("BPF map {map}: {detail}")]
+    Map {
+        /// The map.
+        map: &'static str,
+        /// What failed.
+        detail: String,
+    },
+    /// The configuration does not fit the maps.
+    #[error("the VIP file needs {needed} Maglev slots, more than a BPF array can hold")]
+    TooLarge {
+        /// Slots needed.
+        needed: u64,
+    },
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> XdpError {
+    move |e| XdpError::Map {
+        map,
+        detail: e.to_string(),
+    }
+}
+
+/// Reasons counted by the balancer program, by index (`enum reason` in balancer.bpf.c):
+/// `(label, slow path)`. Slow-path packets are not dropped: the kernel routes them into the
+/// userspace data path.
+pub const REASONS: [(&str, bool); 6] = [
+    ("no_backend", false),
+    ("malformed", false),
+    ("mtu", true),
+    ("neighbour", true),
+    ("no_route", false),
+    ("encap_error", false),
+];
+
+/// Key of the `vips` map: address and port in network order, protocol, padding.
+pub fn vip_key(addr: Ipv4Addr, port: u16, protocol: u8) -> [u8; 8] {
+    let mut k = [0u8; 8];
+    k[0..4].copy_from_slice(&addr.octets());
+    k[4..6].copy_from_slice(&port.to_be_bytes());
+    k[6] = protocol;
+    k
+}
+
+/// Value of the `vips` map: configuration index, first slot of the active table, its size.
+pub fn vip_meta(index: u32, offset: u32, size: u32) -> [u8; 12] {
+    let mut v = [0u8; 12];
+    v[0..4].copy_from_slice(&index.to_ne_bytes());
+    v[4..8].copy_from_slice(&offset.to_ne_bytes());
+    v[8..12].copy_from_slice(&size.to_ne_bytes());
+    v
+}
+
+/// Key of the `healthy` and `stats` maps: VIP index (host order), backend (network order).
+pub fn backend_key(vip: u32, backend: Ipv4Addr) -> [u8; 8] {
+    let mut k = [0u8; 8];
+    k[0..4].copy_from_slice(&vip.to_ne_bytes());
+    k[4..8].copy_from_slice(&backend.octets());
+    k
+}
+
+/// Decodes a `backend_key`.
+pub fn parse_backend_key(k: &[u8; 8]) -> (u32, Ipv4Addr) {
+    let vip = u32::from_ne_bytes([k[0], k[1], k[2], k[3]]);
+    (vip, Ipv4Addr::new(k[4], k[5], k[6], k[7]))
+}
+
+/// A `maglev` map entry: the backend address as the packet carries it (0: none).
+pub fn slot_value(backend: Option<Ipv4Addr>) -> [u8; 4] {
+    backend.map(|a| a.octets()).unwrap_or([0; 4])
+}
+
+/// Every `vips` map key of the configuration, with the VIP index it selects: one per port (or
+/// port 0 for an any-port VIP), plus port 0 for the port-less later fragments of a VIP with
+/// ports, on the first such VIP of an address and protocol unless an any-port VIP claims it —
+/// the userspace [`Tables::lookup`] rule.
+pub fn vip_keys(config: &Config) -> Vec<([u8; 8], usize)> {
+    let mut out: BTreeMap<[u8; 8], usize> = BTreeMap::new();
+    for (i, v) in config.vips.iter().enumerate() {
+        let proto = v.protocol.number();
+        if v.ports.is_empty() {
+            out.insert(vip_key(v.address, 0, proto), i);
+        } else {
+            for p in &v.ports {
+                out.insert(vip_key(v.address, *p, proto), i);
+            }
+        }
+    }
+    for (i, v) in config.vips.iter().enumerate() {
+        if !v.ports.is_empty() {
+            out.entry(vip_key(v.address, 0, v.protocol.number()))
+                .or_insert(i);
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// First slot of each VIP's pair of tables in the `maglev` array, and the array's size.
+pub fn layout(config: &Config) -> Result<(Vec<u32>, u32), XdpError> {
+    let mut bases = Vec::with_capacity(config.vips.len());
+    let mut next: u64 = 0;
+    for v in &config.vips {
+        bases.push(u32::try_from(next).map_err(|_| XdpError::TooLarge { needed: next })?);
+        next += 2 * u64::from(v.table_size);
+    }
+    let total = u32::try_from(next.max(1)).map_err(|_| XdpError::TooLarge { needed: next })?;
+    Ok((bases, total))
+}
+
+/// The table one VIP should have: backend address per slot (empty: no healthy backend).
+pub fn slots(tables: &Tables, vip: usize) -> Vec<Ipv4Addr> {
+    let Some(t) = tables.vips.get(vip) else {
+        return Vec::new();
+    };
+    let backends = t.table.backends();
+    t.table
+        .entries()
+        .iter()
+        .filter_map(|&i| backends.get(i as usize).map(|b| b.address))
+        .collect()
+}
+
+/// Monotonic time in ns, the clock of `bpf_ktime_get_ns()`.
+fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec as u64)
+}
+
+/// Adds `now - last` to `counter` and remembers `now` (counters only grow; a reset map entry
+/// counts from zero again).
+fn delta(last: &mut HashMap<[u8; 8], [u64; 2]>, key: [u8; 8], now: [u64; 2]) -> [u64; 2] {
+    let prev = last.insert(key, now).unwrap_or([0, 0]);
+    [
+        now[0].checked_sub(prev[0]).unwrap_or(now[0]),
+        now[1].checked_sub(prev[1]).unwrap_or(now[1]),
+    ]
+}
+
+fn attach(ebpf: &mut Ebpf, program: &'static str, opts: &XdpOptions) -> Result<(), XdpError> {
+    let prog: &mut Xdp = ebpf
+        .program_mut(program)
+        .ok_or(XdpError::Load {
+            program,
+            detail: "not in the object".into(),
+        })?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| XdpError::Load {
+            program,
+            detail: e.to_string(),
+        })?;
+    prog.load().map_err(|e| XdpError::Load {
+        program,
+        detail: verifier_detail(&e),
+    })?;
+    prog.attach(&opts.interface, opts.mode.aya())
+        .map_err(|e| XdpError::Attach {
+            interface: opts.interface.clone(),
+            mode: opts.mode,
+            detail: verifier_detail(&e),
+        })?;
+    Ok(())
+}
+
+fn verifier_detail(e: &aya::programs::ProgramError) -> String {
+    match e {
+        aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => format!("{io_error}; verifier: {verifier_log}"),
+        e => {
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(c) = src {
+                s.push_str(": ");
+                s.push_str(&c.to_string());
+                src = c.source();
+            }
+            s
+        }
+    }
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, XdpError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let m = ebpf.take_map(name).ok_or(XdpError::Map {
+        map: name,
+        detail: "not in the object".into(),
+    })?;
+    T::try_from(m).map_err(map_err(name))
+}
+
+/// The balancer's XDP program, attached, and its maps. Dropping it detaches the program.
+pub struct XdpBalancer {
+    _ebpf: Ebpf,
+    vips: BpfHashMap<MapData, [u8; 8], [u8; 12]>,
+    maglev: Array<MapData, [u8; 4]>,
+    healthy: BpfHashMap<MapData, [u8; 8], u32>,
+    conntrack: BpfHashMap<MapData, [u8; 16], [u8; 16]>,
+    stats: PerCpuHashMap<MapData, [u8; 8], [u64; 2]>,
+    new_flows: PerCpuArray<MapData, u64>,
+    reasons: PerCpuArray<MapData, u64>,
+    names: Vec<String>,
+    sizes: Vec<u32>,
+    keys: Vec<([u8; 8], usize)>,
+    bases: Vec<u32>,
+    /// Per VIP: the half (0/1) active and the slots written there.
+    written: Vec<Option<(u32, Vec<Ipv4Addr>)>>,
+    healthy_now: BTreeSet<[u8; 8]>,
+    idle_ns: u64,
+    last_stats: HashMap<[u8; 8], [u64; 2]>,
+    last_new: Vec<u64>,
+    last_reasons: Vec<u64>,
+}
+
+impl XdpBalancer {
+    /// Loads the program, sizes its maps for `config` (Maglev tables, conntrack capacity),
+    /// writes the settings and attaches it. The VIPs get no table until [`XdpBalancer::sync`]:
+    /// until then their packets are dropped as `no_backend`, as in userspace.
+    pub fn load(config: &Config, opts: &XdpOptions) -> Result<XdpBalancer, XdpError> {
+        if !available() {
+            return Err(XdpError::NotBuilt);
+        }
+        let (bases, total) = layout(config)?;
+        let capacity = u32::try_from(config.conntrack.capacity).unwrap_or(u32::MAX);
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("maglev", total)
+            .map_max_entries("conntrack", capacity.max(1))
+            .load(BALANCER_OBJ)
+            .map_err(|e| XdpError::Load {
+                program: "causeway_balancer",
+                detail: e.to_string(),
+            })?;
+        // Attach first: the program holds its maps from then on; until the first sync its
+        // `vips` map is empty and every packet passes to the kernel (the userspace path).
+        attach(&mut ebpf, "causeway_balancer", opts)?;
+        let idle_ns = u64::try_from(config.conntrack.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
+        {
+            let mut settings: Array<MapData, u64> = take(&mut ebpf, "settings")?;
+            settings.set(1, idle_ns, 0).map_err(map_err("settings"))?;
+        }
+        let vips = take(&mut ebpf, "vips")?;
+        let maglev = take(&mut ebpf, "maglev")?;
+        let healthy = take(&mut ebpf, "healthy")?;
+        let conntrack = take(&mut ebpf, "conntrack")?;
+        let stats = take(&mut ebpf, "stats")?;
+        let new_flows = take(&mut ebpf, "new_flows")?;
+        let reasons = take(&mut ebpf, "reasons")?;
+        let n = config.vips.len();
+        Ok(XdpBalancer {
+            _ebpf: ebpf,
+            vips,
+            maglev,
+            healthy,
+            conntrack,
+            stats,
+            new_flows,
+            reasons,
+            names: config.vips.iter().map(|v| v.name.clone()).collect(),
+            sizes: config.vips.iter().map(|v| v.table_size).collect(),
+            keys: vip_keys(config),
+            bases,
+            written: vec![None; n],
+            healthy_now: BTreeSet::new(),
+            idle_ns,
+            last_stats: HashMap::new(),
+            last_new: vec![0; n],
+            last_reasons: vec![0; REASONS.len()],
+        })
+    }
+
+    /// Makes the maps equal to `tables`. A changed Maglev table is written into the VIP's
+    /// inactive half first and then switched to with one `vips` update, so the program never
+    /// reads a half-written table; newly healthy backends are marked before the switch and
+    /// unhealthy ones unmarked after it (their tracked flows then re-hash).
+    pub fn sync(&mut self, tables: &Tables) -> Result<(), XdpError> {
+        let mut want_healthy = BTreeSet::new();
+        for (i, t) in tables.vips.iter().enumerate() {
+            for b in &t.healthy {
+                want_healthy.insert(backend_key(i as u32, *b));
+            }
+        }
+        for k in want_healthy.difference(&self.healthy_now) {
+            self.healthy.insert(k, 1, 0).map_err(map_err("healthy"))?;
+        }
+        for i in 0..self.written.len() {
+            let want = slots(tables, i);
+            if let Some((_, cur)) = &self.written[i]
+                && *cur == want
+            {
+                continue;
+            }
+            let half = match &self.written[i] {
+                Some((h, _)) => 1 - h,
+                None => 0,
+            };
+            let size = self.sizes[i];
+            let offset = self.bases[i] + half * size;
+            for (s, a) in want.iter().enumerate() {
+                self.maglev
+                    .set(offset + s as u32, slot_value(Some(*a)), 0)
+                    .map_err(map_err("maglev"))?;
+            }
+            let live = if want.is_empty() { 0 } else { size };
+            for (k, _) in self.keys.iter().filter(|(_, v)| *v == i) {
+                self.vips
+                    .insert(k, vip_meta(i as u32, offset, live), 0)
+                    .map_err(map_err("vips"))?;
+            }
+            self.written[i] = Some((half, want));
+        }
+        for k in self.healthy_now.difference(&want_healthy) {
+            // Already gone is fine: the goal is its absence.
+            let _ = self.healthy.remove(k);
+        }
+        self.healthy_now = want_healthy;
+        Ok(())
+    }
+
+    /// Adds the program's per-CPU counters since the last call to `metrics`, removes idle
+    /// conntrack entries and sets `xdp_conntrack_entries`.
+    pub fn collect(&mut self, metrics: &Metrics) {
+        let entries: Vec<([u8; 8], [u64; 2])> = self
+            .stats
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| {
+                let sum = v
+                    .iter()
+                    .fold([0u64, 0u64], |a, c| [a[0] + c[0], a[1] + c[1]]);
+                (k, sum)
+            })
+            .collect();
+        for (k, now) in entries {
+            let d = delta(&mut self.last_stats, k, now);
+            let (vip, backend) = parse_backend_key(&k);
+            let Some(name) = self.names.get(vip as usize) else {
+                continue;
+            };
+            let l = BackendLabels {
+                vip: name.clone(),
+                backend: backend.to_string(),
+            };
+            metrics.packets.get_or_create(&l).inc_by(d[0]);
+            metrics.bytes.get_or_create(&l).inc_by(d[1]);
+        }
+        for (i, name) in self.names.iter().enumerate() {
+            if let Ok(v) = self.new_flows.get(&(i as u32), 0) {
+                let now: u64 = v.iter().sum();
+                let d = now.saturating_sub(self.last_new[i]);
+                self.last_new[i] = now;
+                metrics
+                    .new_flows
+                    .get_or_create(&VipLabels { vip: name.clone() })
+                    .inc_by(d);
+            }
+        }
+        for (i, (label, slow)) in REASONS.iter().enumerate() {
+            if let Ok(v) = self.reasons.get(&(i as u32), 0) {
+                let now: u64 = v.iter().sum();
+                let d = now.saturating_sub(self.last_reasons[i]);
+                self.last_reasons[i] = now;
+                let family = if *slow {
+                    &metrics.xdp_slow_path
+                } else {
+                    &metrics.dropped
+                };
+                family
+                    .get_or_create(&ReasonLabels {
+                        reason: (*label).to_owned(),
+                    })
+                    .inc_by(d);
+            }
+        }
+        let now = monotonic_ns();
+        let mut live = 0i64;
+        let mut expired = Vec::new();
+        for (k, v) in self.conntrack.iter().filter_map(Result::ok) {
+            let last = u64::from_ne_bytes([v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]]);
+            if now.saturating_sub(last) > self.idle_ns {
+                expired.push(k);
+            } else {
+                live += 1;
+            }
+        }
+        for k in expired {
+            let _ = self.conntrack.remove(&k);
+        }
+        metrics.xdp_conntrack_entries.set(live);
+    }
+}
+
+/// The gateway host's XDP decap program, attached. Dropping it detaches the program.
+pub struct XdpDecap {
+    _ebpf: Ebpf,
+    counters: PerCpuArray<MapData, u64>,
+    last: [u64; 2],
+}
+
+impl XdpDecap {
+    /// Loads and attaches the decap program accepting inner packets to `vips` (empty: any).
+    pub fn load(vips: &[Ipv4Addr], opts: &XdpOptions) -> Result<XdpDecap, XdpError> {
+        if !available() {
+            return Err(XdpError::NotBuilt);
+        }
+        let mut ebpf = Ebpf::load(DECAP_OBJ).map_err(|e| XdpError::Load {
+            program: "causeway_decap",
+            detail: e.to_string(),
+        })?;
+        // Attach first: the program holds its maps from then on. Until the VIPs are written it
+        // passes IPIP to the kernel, i.e. to the userspace agent.
+        attach(&mut ebpf, "causeway_decap", opts)?;
+        {
+            let mut m: BpfHashMap<MapData, [u8; 4], u32> = take(&mut ebpf, "decap_vips")?;
+            for v in vips {
+                m.insert(v.octets(), 1, 0).map_err(map_err("decap_vips"))?;
+            }
+            let mut any: Array<MapData, u32> = take(&mut ebpf, "decap_any")?;
+            any.set(0, u32::from(vips.is_empty()), 0)
+                .map_err(map_err("decap_any"))?;
+        }
+        let counters = take(&mut ebpf, "decap_counters")?;
+        Ok(XdpDecap {
+            _ebpf: ebpf,
+            counters,
+            last: [0; 2],
+        })
+    }
+
+    /// Adds the packets and bytes decapsulated since the last call to `metrics`.
+    pub fn collect(&mut self, metrics: &Metrics) {
+        for (i, c) in [&metrics.decap_packets, &metrics.decap_bytes]
+            .into_iter()
+            .enumerate()
+        {
+            if let Ok(v) = self.counters.get(&(i as u32), 0) {
+                let now: u64 = v.iter().sum();
+                c.inc_by(now.saturating_sub(self.last[i]));
+                self.last[i] = now;
+            }
+        }
+    }
+}
+
+/// A program that passes everything, attached to an interface; detached on drop.
+///
+/// A veth accepts frames sent with native `XDP_TX`/`XDP_REDIRECT` from its peer only while it
+/// runs an XDP program itself, so tests and benchmarks attach this to the peer of a balancer's
+/// veth. Real NICs need nothing of the kind.
+pub struct XdpPass {
+    _ebpf: Ebpf,
+}
+
+impl XdpPass {
+    /// Attaches the pass program to `opts.interface`.
+    pub fn attach(opts: &XdpOptions) -> Result<XdpPass, XdpError> {
+        if !available() {
+            return Err(XdpError::NotBuilt);
+        }
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("maglev", 1)
+            .map_max_entries("conntrack", 1)
+            .load(BALANCER_OBJ)
+            .map_err(|e| XdpError::Load {
+                program: "causeway_pass",
+                detail: e.to_string(),
+            })?;
+        attach(&mut ebpf, "causeway_pass", opts)?;
+        Ok(XdpPass { _ebpf: ebpf })
+    }
+}
+
+/// How often the XDP thread looks for new tables.
+pub const SYNC_INTERVAL: Duration = Duration::from_millis(50);
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::config;
+
+    fn cfg(text: &str) -> Config {
+        config::file::parse(text).unwrap()
+    }
+
+    #[test]
+    fn key_layouts_match_the_c_structs() {
+        assert_eq!(
+            vip_key(Ipv4Addr::new(10, 9, 0, 10), 80, 6),
+            [10, 9, 0, 10, 0, 80, 6, 0]
+        );
+        let m = vip_meta(1, 2, 65537);
+        assert_eq!(u32::from_ne_bytes([m[8], m[9], m[10], m[11]]), 65537);
+        let k = backend_key(3, Ipv4Addr::new(10, 1, 0, 21));
+        assert_eq!(&k[4..], &[10, 1, 0, 21]);
+        assert_eq!(parse_backend_key(&k), (3, Ipv4Addr::new(10, 1, 0, 21)));
+        assert_eq!(slot_value(None), [0; 4]);
+    }
+
+    #[test]
+    fn vip_keys_follow_the_userspace_lookup() {
+        let c = cfg(r#"
+vips:
+  - name: a
+    address: 10.9.0.10
+    ports: [80, 443]
+    backends: [{address: 10.1.0.21}]
+    healthCheck: {type: NONE}
+  - name: b
+    address: 10.9.0.10
+    protocol: UDP
+    backends: [{address: 10.1.0.21}]
+    healthCheck: {type: NONE, port: 53}
+  - name: c
+    address: 10.9.0.10
+    ports: [8080]
+    backends: [{address: 10.1.0.21}]
+    healthCheck: {type: NONE}
+"#);
+        let keys: BTreeMap<[u8; 8], usize> = vip_keys(&c).into_iter().collect();
+        let vip = Ipv4Addr::new(10, 9, 0, 10);
+        assert_eq!(keys[&vip_key(vip, 80, 6)], 0);
+        assert_eq!(keys[&vip_key(vip, 443, 6)], 0);
+        assert_eq!(keys[&vip_key(vip, 8080, 6)], 2);
+        // Port-less fragments of TCP: the first VIP with ports; UDP: the any-port VIP.
+        assert_eq!(keys[&vip_key(vip, 0, 6)], 0);
+        assert_eq!(keys[&vip_key(vip, 0, 17)], 1);
+        assert_eq!(keys.len(), 5);
+        let (bases, total) = layout(&c).unwrap();
+        assert_eq!(bases, vec![0, 2 * 65537, 4 * 65537]);
+        assert_eq!(total, 6 * 65537);
+    }
+
+    #[test]
+    fn slots_are_the_maglev_table() {
+        let c = cfg(r#"
+vips:
+  - name: a
+    address: 10.9.0.10
+    tableSize: 101
+    backends: [{address: 10.1.0.22}, {address: 10.1.0.21}]
+    healthCheck: {type: NONE, port: 80}
+"#);
+        let t = Tables::build(&c.vips, |_, _| true);
+        let s = slots(&t, 0);
+        assert_eq!(s.len(), 101);
+        assert_eq!(s, t.vips[0].table.addresses());
+        let none = Tables::build(&c.vips, |_, _| false);
+        assert!(slots(&none, 0).is_empty());
+    }
+
+    #[test]
+    fn deltas_survive_resets() {
+        let mut last = HashMap::new();
+        assert_eq!(delta(&mut last, [0; 8], [5, 500]), [5, 500]);
+        assert_eq!(delta(&mut last, [0; 8], [7, 700]), [2, 200]);
+        assert_eq!(delta(&mut last, [0; 8], [1, 100]), [1, 100]);
+    }
+
+    #[test]
+    fn modes_parse() {
+        assert_eq!("native".parse::<Mode>().unwrap(), Mode::Native);
+        assert_eq!("generic".parse::<Mode>().unwrap(), Mode::Generic);
+        assert!("skb".parse::<Mode>().is_err());
+    }
+}
