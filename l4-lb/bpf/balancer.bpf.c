@@ -27,7 +27,8 @@ enum reason {
 	R_SLOW_NEIGH = 3,  /* passed to the slow path: backend neighbour not resolved */
 	R_NO_ROUTE = 4,    /* dropped: no route to the backend */
 	R_ENCAP = 5,       /* dropped: could not grow the packet head */
-	R_MAX = 6,
+	R_FWD_DISABLED = 6, /* dropped: IPv4 forwarding is off on the ingress interface */
+	R_MAX = 7,
 };
 
 struct vip_key {
@@ -41,7 +42,12 @@ struct vip_meta {
 	__u32 index;   /* position in the configuration: counters */
 	__u32 offset;  /* first slot of the active Maglev table in `maglev` */
 	__u32 size;    /* table size (prime); 0: no backend */
+	__u32 flags;   /* VIP_FRAGMENTS_ONLY: a port-0 entry of a VIP with ports */
 };
+
+/* The port-0 entry of a VIP that serves only some ports: it matches the port-less later
+ * fragments, not packets to other ports. */
+#define VIP_FRAGMENTS_ONLY 1
 
 struct flow_key {
 	__u32 src;
@@ -214,6 +220,8 @@ int causeway_balancer(struct xdp_md *ctx)
 	if (!vip && vk.port) {
 		vk.port = 0;
 		vip = bpf_map_lookup_elem(&vips, &vk);
+		if (vip && (vip->flags & VIP_FRAGMENTS_ONLY))
+			vip = NULL;
 	}
 	if (!vip)
 		return XDP_PASS;
@@ -282,6 +290,10 @@ int causeway_balancer(struct xdp_md *ctx)
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
 		count(R_SLOW_NEIGH);
 		return XDP_PASS;
+	}
+	if (rc == BPF_FIB_LKUP_RET_FWD_DISABLED) {
+		count(R_FWD_DISABLED);
+		return XDP_DROP;
 	}
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
 		count(R_NO_ROUTE);

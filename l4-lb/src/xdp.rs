@@ -136,13 +136,14 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> XdpError {
 /// Reasons counted by the balancer program, by index (`enum reason` in balancer.bpf.c):
 /// `(label, slow path)`. Slow-path packets are not dropped: the kernel routes them into the
 /// userspace data path.
-pub const REASONS: [(&str, bool); 6] = [
+pub const REASONS: [(&str, bool); 7] = [
     ("no_backend", false),
     ("malformed", false),
     ("mtu", true),
     ("neighbour", true),
     ("no_route", false),
     ("encap_error", false),
+    ("forwarding_disabled", false),
 ];
 
 /// Key of the `vips` map: address and port in network order, protocol, padding.
@@ -154,12 +155,14 @@ pub fn vip_key(addr: Ipv4Addr, port: u16, protocol: u8) -> [u8; 8] {
     k
 }
 
-/// Value of the `vips` map: configuration index, first slot of the active table, its size.
-pub fn vip_meta(index: u32, offset: u32, size: u32) -> [u8; 12] {
-    let mut v = [0u8; 12];
+/// Value of the `vips` map: configuration index, first slot of the active table, its size, and
+/// whether the entry only matches port-less later fragments.
+pub fn vip_meta(index: u32, offset: u32, size: u32, fragments_only: bool) -> [u8; 16] {
+    let mut v = [0u8; 16];
     v[0..4].copy_from_slice(&index.to_ne_bytes());
     v[4..8].copy_from_slice(&offset.to_ne_bytes());
     v[8..12].copy_from_slice(&size.to_ne_bytes());
+    v[12..16].copy_from_slice(&u32::from(fragments_only).to_ne_bytes());
     v
 }
 
@@ -182,29 +185,29 @@ pub fn slot_value(backend: Option<Ipv4Addr>) -> [u8; 4] {
     backend.map(|a| a.octets()).unwrap_or([0; 4])
 }
 
-/// Every `vips` map key of the configuration, with the VIP index it selects: one per port (or
-/// port 0 for an any-port VIP), plus port 0 for the port-less later fragments of a VIP with
-/// ports, on the first such VIP of an address and protocol unless an any-port VIP claims it —
-/// the userspace [`Tables::lookup`] rule.
-pub fn vip_keys(config: &Config) -> Vec<([u8; 8], usize)> {
-    let mut out: BTreeMap<[u8; 8], usize> = BTreeMap::new();
+/// Every `vips` map key of the configuration, with the VIP index it selects and whether it only
+/// matches fragments: one per port (or port 0 for an any-port VIP), plus port 0 for the
+/// port-less later fragments of a VIP with ports, on the first such VIP of an address and
+/// protocol unless an any-port VIP claims it — the userspace [`Tables::lookup`] rule.
+pub fn vip_keys(config: &Config) -> Vec<([u8; 8], usize, bool)> {
+    let mut out: BTreeMap<[u8; 8], (usize, bool)> = BTreeMap::new();
     for (i, v) in config.vips.iter().enumerate() {
         let proto = v.protocol.number();
         if v.ports.is_empty() {
-            out.insert(vip_key(v.address, 0, proto), i);
+            out.insert(vip_key(v.address, 0, proto), (i, false));
         } else {
             for p in &v.ports {
-                out.insert(vip_key(v.address, *p, proto), i);
+                out.insert(vip_key(v.address, *p, proto), (i, false));
             }
         }
     }
     for (i, v) in config.vips.iter().enumerate() {
         if !v.ports.is_empty() {
             out.entry(vip_key(v.address, 0, v.protocol.number()))
-                .or_insert(i);
+                .or_insert((i, true));
         }
     }
-    out.into_iter().collect()
+    out.into_iter().map(|(k, (i, f))| (k, i, f)).collect()
 }
 
 /// First slot of each VIP's pair of tables in the `maglev` array, and the array's size.
@@ -230,6 +233,16 @@ pub fn slots(tables: &Tables, vip: usize) -> Vec<Ipv4Addr> {
         .iter()
         .filter_map(|&i| backends.get(i as usize).map(|b| b.address))
         .collect()
+}
+
+/// The source address the kernel picks towards `dst` (a UDP connect sends nothing).
+fn source_towards(dst: Ipv4Addr) -> Option<Ipv4Addr> {
+    let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    s.connect((dst, 9)).ok()?;
+    match s.local_addr().ok()?.ip() {
+        std::net::IpAddr::V4(a) => Some(a),
+        std::net::IpAddr::V6(_) => None,
+    }
 }
 
 /// Monotonic time in ns, the clock of `bpf_ktime_get_ns()`.
@@ -308,7 +321,7 @@ where
 /// The balancer's XDP program, attached, and its maps. Dropping it detaches the program.
 pub struct XdpBalancer {
     _ebpf: Ebpf,
-    vips: BpfHashMap<MapData, [u8; 8], [u8; 12]>,
+    vips: BpfHashMap<MapData, [u8; 8], [u8; 16]>,
     maglev: Array<MapData, [u8; 4]>,
     healthy: BpfHashMap<MapData, [u8; 8], u32>,
     conntrack: BpfHashMap<MapData, [u8; 16], [u8; 16]>,
@@ -317,7 +330,7 @@ pub struct XdpBalancer {
     reasons: PerCpuArray<MapData, u64>,
     names: Vec<String>,
     sizes: Vec<u32>,
-    keys: Vec<([u8; 8], usize)>,
+    keys: Vec<([u8; 8], usize, bool)>,
     bases: Vec<u32>,
     /// Per VIP: the half (0/1) active and the slots written there.
     written: Vec<Option<(u32, Vec<Ipv4Addr>)>>,
@@ -353,6 +366,19 @@ impl XdpBalancer {
         {
             let mut settings: Array<MapData, u64> = take(&mut ebpf, "settings")?;
             settings.set(1, idle_ns, 0).map_err(map_err("settings"))?;
+            // Kernels before 6.7 cannot tell the program its source address: give it the one
+            // the kernel would use towards the first backend.
+            if let Some(src) = config
+                .vips
+                .iter()
+                .flat_map(|v| v.backends.first())
+                .next()
+                .and_then(|b| source_towards(b.address))
+            {
+                settings
+                    .set(0, u64::from(u32::from_ne_bytes(src.octets())), 0)
+                    .map_err(map_err("settings"))?;
+            }
         }
         let vips = take(&mut ebpf, "vips")?;
         let maglev = take(&mut ebpf, "maglev")?;
@@ -417,9 +443,9 @@ impl XdpBalancer {
                     .map_err(map_err("maglev"))?;
             }
             let live = if want.is_empty() { 0 } else { size };
-            for (k, _) in self.keys.iter().filter(|(_, v)| *v == i) {
+            for (k, _, frag) in self.keys.iter().filter(|(_, v, _)| *v == i) {
                 self.vips
-                    .insert(k, vip_meta(i as u32, offset, live), 0)
+                    .insert(k, vip_meta(i as u32, offset, live, *frag), 0)
                     .map_err(map_err("vips"))?;
             }
             self.written[i] = Some((half, want));
@@ -502,6 +528,42 @@ impl XdpBalancer {
             let _ = self.conntrack.remove(&k);
         }
         metrics.xdp_conntrack_entries.set(live);
+    }
+}
+
+impl XdpBalancer {
+    /// Runs the loaded program once on `frame` (`BPF_PROG_TEST_RUN`) as if it had arrived on
+    /// interface `ifindex` of the calling thread's network namespace, with the live maps.
+    /// Returns the XDP action (1 drop, 2 pass, 3 tx, 4 redirect) and the frame as the program
+    /// left it: the kernel's own execution of exactly the bytes the program writes, for tests.
+    pub fn test_run(&self, frame: &[u8], ifindex: u32) -> Result<(u32, Vec<u8>), XdpError> {
+        use aya::programs::{TestRun, TestRunOptions};
+        let err = |detail: String| XdpError::Load {
+            program: "causeway_balancer",
+            detail,
+        };
+        let prog: &Xdp = self
+            ._ebpf
+            .program("causeway_balancer")
+            .ok_or_else(|| err("not in the object".into()))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| err(e.to_string()))?;
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex.
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| err(verifier_detail(&e)))?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out))
     }
 }
 
@@ -604,8 +666,9 @@ mod tests {
             vip_key(Ipv4Addr::new(10, 9, 0, 10), 80, 6),
             [10, 9, 0, 10, 0, 80, 6, 0]
         );
-        let m = vip_meta(1, 2, 65537);
+        let m = vip_meta(1, 2, 65537, true);
         assert_eq!(u32::from_ne_bytes([m[8], m[9], m[10], m[11]]), 65537);
+        assert_eq!(u32::from_ne_bytes([m[12], m[13], m[14], m[15]]), 1);
         let k = backend_key(3, Ipv4Addr::new(10, 1, 0, 21));
         assert_eq!(&k[4..], &[10, 1, 0, 21]);
         assert_eq!(parse_backend_key(&k), (3, Ipv4Addr::new(10, 1, 0, 21)));
@@ -632,14 +695,18 @@ vips:
     backends: [{address: 10.1.0.21}]
     healthCheck: {type: NONE}
 "#);
-        let keys: BTreeMap<[u8; 8], usize> = vip_keys(&c).into_iter().collect();
+        let keys: BTreeMap<[u8; 8], (usize, bool)> = vip_keys(&c)
+            .into_iter()
+            .map(|(k, i, f)| (k, (i, f)))
+            .collect();
         let vip = Ipv4Addr::new(10, 9, 0, 10);
-        assert_eq!(keys[&vip_key(vip, 80, 6)], 0);
-        assert_eq!(keys[&vip_key(vip, 443, 6)], 0);
-        assert_eq!(keys[&vip_key(vip, 8080, 6)], 2);
-        // Port-less fragments of TCP: the first VIP with ports; UDP: the any-port VIP.
-        assert_eq!(keys[&vip_key(vip, 0, 6)], 0);
-        assert_eq!(keys[&vip_key(vip, 0, 17)], 1);
+        assert_eq!(keys[&vip_key(vip, 80, 6)], (0, false));
+        assert_eq!(keys[&vip_key(vip, 443, 6)], (0, false));
+        assert_eq!(keys[&vip_key(vip, 8080, 6)], (2, false));
+        // Port-less fragments of TCP: the first VIP with ports (and only fragments); UDP: the
+        // any-port VIP.
+        assert_eq!(keys[&vip_key(vip, 0, 6)], (0, true));
+        assert_eq!(keys[&vip_key(vip, 0, 17)], (1, false));
         assert_eq!(keys.len(), 5);
         let (bases, total) = layout(&c).unwrap();
         assert_eq!(bases, vec![0, 2 * 65537, 4 * 65537]);
