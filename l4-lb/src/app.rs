@@ -270,6 +270,8 @@ impl Balancer {
 fn xdp_loop(mut prog: XdpBalancer, tables: &ArcSwap<Tables>, metrics: &Metrics, stop: &AtomicBool) {
     let mut synced = tables.load_full();
     let mut next_collect = std::time::Instant::now();
+    // The first sweep soon after start, so the gauge is not empty for long.
+    let mut next_sweep = next_collect + Duration::from_secs(2);
     while !stop.load(Ordering::Relaxed) {
         let cur = tables.load_full();
         if !Arc::ptr_eq(&cur, &synced) {
@@ -283,6 +285,10 @@ fn xdp_loop(mut prog: XdpBalancer, tables: &ArcSwap<Tables>, metrics: &Metrics, 
         if now >= next_collect {
             prog.collect(metrics);
             next_collect = now + Duration::from_secs(1);
+        }
+        if now >= next_sweep {
+            prog.sweep(metrics);
+            next_sweep = now + xdp::SWEEP_INTERVAL;
         }
         std::thread::sleep(xdp::SYNC_INTERVAL);
     }

@@ -458,8 +458,7 @@ impl XdpBalancer {
         Ok(())
     }
 
-    /// Adds the program's per-CPU counters since the last call to `metrics`, removes idle
-    /// conntrack entries and sets `xdp_conntrack_entries`.
+    /// Adds the program's per-CPU counters since the last call to `metrics`.
     pub fn collect(&mut self, metrics: &Metrics) {
         let entries: Vec<([u8; 8], [u64; 2])> = self
             .stats
@@ -513,6 +512,13 @@ impl XdpBalancer {
                     .inc_by(d);
             }
         }
+    }
+
+    /// Removes idle conntrack entries and sets `xdp_conntrack_entries`. Two system calls per
+    /// tracked flow, so it runs far less often than [`XdpBalancer::collect`]
+    /// ([`SWEEP_INTERVAL`]); the program itself ignores idle entries and the LRU evicts the
+    /// oldest when full, so sweeping is only housekeeping and a gauge.
+    pub fn sweep(&mut self, metrics: &Metrics) {
         let now = monotonic_ns();
         let mut live = 0i64;
         let mut expired = Vec::new();
@@ -649,6 +655,8 @@ impl XdpPass {
 
 /// How often the XDP thread looks for new tables.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(50);
+/// How often the XDP thread sweeps the conntrack map.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {

@@ -759,9 +759,12 @@ fn end_to_end(lb_paths: [Path; 2], gw_path: Path) {
         );
         for (b, p) in [(&lb1, lb_paths[0]), (&lb2, lb_paths[1])] {
             if p != Path::Userspace {
-                eventually(Duration::from_secs(5), "flows in the XDP conntrack", || {
-                    (b.metrics.xdp_conntrack_entries.get() > 0).then_some(())
-                });
+                // Swept every 10 s.
+                eventually(
+                    Duration::from_secs(12),
+                    "flows in the XDP conntrack",
+                    || (b.metrics.xdp_conntrack_entries.get() > 0).then_some(()),
+                );
             }
         }
     }
