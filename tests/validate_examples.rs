@@ -46,6 +46,23 @@ fn valid_examples_pass_without_findings() {
 }
 
 #[test]
+fn quickstart_passes_without_findings() {
+    // `causeway up` applies these (built into the binary); it refuses to start if they fail.
+    let out = causeway(&["validate", "-f", "deploy/quickstart/"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert_eq!(
+        stdout, "",
+        "the quickstart must produce no errors or warnings"
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("validated 11 object(s) in 4 file(s): 0 error(s), 0 warning(s)"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn each_invalid_example_fails_with_the_field_it_names() {
     let dir = repo().join("deploy/examples/invalid");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)

@@ -13,10 +13,12 @@ mod client;
 mod controller;
 mod crds;
 mod demo_app;
+mod down;
 mod gateway;
 mod l4lb;
 mod objects;
 mod status;
+mod up;
 mod validate;
 
 /// Causeway: a multi-cluster federation gateway.
@@ -127,6 +129,22 @@ enum Command {
     L4lb(l4lb::Args),
     /// Run the demo backend (the seeds' multiroute app) for tests and the quickstart.
     DemoApp(demo_app::Args),
+    /// Run the whole local federation on loopback (ARCHITECTURE.md §9, docs/up.md): the
+    /// controller, three clusters with a gateway, demo backends and an Envoy sidecar each, the
+    /// quickstart resources; prints what runs where once everything is Ready.
+    Up(up::Args),
+    /// Stop what `causeway up --detach` started and check nothing is left listening.
+    Down(down::Args),
+    /// Internal: how `causeway up` starts its children (parent-death signal, then exec).
+    #[command(name = "__exec-child", hide = true)]
+    ExecChild {
+        /// The supervisor's pid.
+        #[arg(long)]
+        parent: u32,
+        /// The program and its arguments.
+        #[arg(last = true, required = true)]
+        argv: Vec<std::ffi::OsString>,
+    },
     /// Print the version.
     Version,
 }
@@ -206,6 +224,9 @@ fn main() -> ExitCode {
             status::run(&c, wait).await
         }),
         Command::Bootstrap(args) => bootstrap::run(args),
+        Command::Up(args) => up::run(args),
+        Command::Down(args) => down::run(args),
+        Command::ExecChild { parent, argv } => up::exec_child(parent, argv),
         Command::Version => {
             println!("causeway {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
