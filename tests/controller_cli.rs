@@ -608,6 +608,8 @@ spec:
         "sidecar-1",
         "--namespace",
         "retail",
+        "--locality",
+        "us-west/us-west-a",
         "--listen",
         &format!("127.0.0.1:{listen}"),
         "--xds",
@@ -664,6 +666,45 @@ spec:
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(answer.ends_with("gateway-c1 shop.global"), "{answer}");
+
+    // `status --proxies` lists the sidecar with every type it reads SYNCED (poll: the ACKs
+    // of the last responses may still be on their way).
+    let out = c.causeway(&["status", "--proxies", "--wait", "10s"]);
+    let table = stdout(&out);
+    assert!(out.status.success(), "{table}{}", stderr(&out));
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("sidecar-1 "))
+        .unwrap_or_else(|| panic!("no row for sidecar-1:\n{table}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cells[1..4],
+        ["c1", "sidecar", "us-west/us-west-a"],
+        "{table}"
+    );
+    for t in ["CDS", "EDS", "LDS", "RDS"] {
+        let col = table.lines().nth(1).unwrap().find(t).unwrap();
+        assert!(
+            row[col..].starts_with("SYNCED "),
+            "{t} not SYNCED:\n{table}"
+        );
+    }
+    // The API behind it: same token as every other path.
+    let (code, _) = c.http("GET", "/apis/causeway.io/v1alpha1/proxies", None, None);
+    assert_eq!(code, 401);
+    let (code, body) = c.http(
+        "GET",
+        "/apis/causeway.io/v1alpha1/proxies",
+        Some(&c.token()),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let p = &v["items"][0];
+    assert_eq!(p["id"], "sidecar-1", "{v:#}");
+    assert_eq!(p["group"], format!("sidecar|c1|retail|127.0.0.1:{listen}"));
+    assert_eq!(p["types"]["LDS"]["state"], "SYNCED", "{v:#}");
+    assert_eq!(p["nacks"], 0);
 
     // The controller sees the sidecar as a connected proxy of c1.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -111,11 +111,19 @@ enum Command {
     },
     /// Show the federation: clusters (locality, phase, proxies), AccessPoints (VIP, hosts,
     /// phase), NameServices. With --wait, exit 0 as soon as everything is Ready, or 1 with what
-    /// is not when the time is up.
+    /// is not when the time is up. With --proxies, the sync status of every connected proxy
+    /// per xDS type instead (SYNCED / STALE / NACKED with versions, last NACK reason).
     Status {
-        /// Wait up to this long (`60s`, `2m`) for everything to be Ready.
+        /// Wait up to this long (`60s`, `2m`) for everything to be Ready (with --proxies: for
+        /// every connected proxy to be SYNCED on every type).
         #[arg(long, value_name = "DURATION", value_parser = parse_wait)]
         wait: Option<std::time::Duration>,
+        /// Show the connected proxies (gateways, sidecars) and their xDS sync status.
+        #[arg(long)]
+        proxies: bool,
+        /// With --proxies: print the API's JSON instead of the table.
+        #[arg(short = 'o', long, value_enum, default_value = "table", requires = "proxies")]
+        output: status::ProxiesOutput,
         #[command(flatten)]
         server: client::ServerArgs,
     },
@@ -219,8 +227,16 @@ fn main() -> ExitCode {
             let c = client::ApiClient::new(&server)?;
             objects::delete(&c, &kind, &names, &namespace).await
         }),
-        Command::Status { wait, server } => block_on(async move {
+        Command::Status {
+            wait,
+            proxies,
+            output,
+            server,
+        } => block_on(async move {
             let c = client::ApiClient::new(&server)?;
+            if proxies {
+                return status::run_proxies(&c, wait, output).await;
+            }
             status::run(&c, wait).await
         }),
         Command::Bootstrap(args) => bootstrap::run(args),

@@ -332,6 +332,176 @@ pub async fn run(client: &ApiClient, wait: Option<Duration>) -> anyhow::Result<E
     }
 }
 
+/// How `status --proxies` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxiesOutput {
+    /// One row per proxy.
+    Table,
+    /// The API's `ProxyStatusList`.
+    Json,
+}
+
+/// Where `status --proxies` reads from.
+const PROXIES_PATH: &str = "/apis/causeway.io/v1alpha1/proxies";
+
+/// The xDS types as columns, in push order.
+const PROXY_TYPES: [&str; 5] = ["CDS", "EDS", "LDS", "RDS", "SDS"];
+
+/// The longest NACK message a table row shows (the JSON output has all of it).
+const NACK_WIDTH: usize = 100;
+
+async fn fetch_proxies(client: &ApiClient) -> anyhow::Result<Value> {
+    let a = client.call(Method::GET, PROXIES_PATH, None).await?;
+    if !a.status.is_success() {
+        bail!("GET {PROXIES_PATH}: {}", a.message());
+    }
+    Ok(a.body)
+}
+
+fn proxy_items(list: &Value) -> Vec<Value> {
+    list.get("items")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A type's cell: `STATE VERSION` (the rejected version when NACKED, the one sent otherwise),
+/// versions cut to 8 hex digits; `-` when the proxy did not subscribe to the type.
+fn type_cell(t: &Value) -> String {
+    if t.is_null() {
+        return "-".to_owned();
+    }
+    let state = text(t, &["state"]);
+    let version = match state.as_str() {
+        "NACKED" => text(t, &["nackedVersion"]),
+        "SYNCED" => text(t, &["ackedVersion"]),
+        _ => text(t, &["sentVersion"]),
+    };
+    let short: String = version.chars().take(8).collect();
+    if short.is_empty() {
+        state
+    } else {
+        format!("{state} {short}")
+    }
+}
+
+fn last_nack(p: &Value) -> String {
+    let n = &p["lastNack"];
+    if n.is_null() {
+        return "-".to_owned();
+    }
+    let msg = text(n, &["message"]).replace('\n', " ");
+    let mut cut: String = msg.chars().take(NACK_WIDTH).collect();
+    if cut.len() < msg.len() {
+        cut.push('…');
+    }
+    format!(
+        "{} {} ({}x): {cut}",
+        text(n, &["type"]),
+        text(n, &["time"]),
+        text(p, &["nacks"])
+    )
+}
+
+/// The `status --proxies` table: one row per connected proxy.
+pub fn render_proxies(list: &Value) -> String {
+    let rows: Vec<Vec<String>> = proxy_items(list)
+        .iter()
+        .map(|p| {
+            let mut row = vec![
+                text(p, &["id"]),
+                or_dash(&text(p, &["cluster"])),
+                or_dash(&text(p, &["role"])),
+                or_dash(&text(p, &["locality"])),
+            ];
+            row.extend(PROXY_TYPES.iter().map(|t| type_cell(&p["types"][*t])));
+            row.push(last_nack(p));
+            row
+        })
+        .collect();
+    let mut out = String::new();
+    let mut header = vec!["PROXY", "CLUSTER", "ROLE", "LOCALITY"];
+    header.extend(PROXY_TYPES);
+    header.push("LAST NACK");
+    section(&mut out, "PROXIES", &header, &rows);
+    out
+}
+
+/// Proxies not SYNCED on every type they subscribed to, one line each.
+pub fn proxies_not_synced(list: &Value) -> Vec<String> {
+    proxy_items(list)
+        .iter()
+        .filter_map(|p| {
+            let types = p["types"].as_object()?;
+            let bad: Vec<String> = types
+                .iter()
+                .filter(|(_, t)| t["state"] != "SYNCED")
+                .map(|(name, t)| format!("{name} {}", text(t, &["state"])))
+                .collect();
+            (!bad.is_empty() || types.is_empty()).then(|| {
+                format!(
+                    "proxy {} ({}): {}",
+                    text(p, &["id"]),
+                    text(p, &["cluster"]),
+                    if bad.is_empty() {
+                        "nothing subscribed yet".to_owned()
+                    } else {
+                        bad.join(", ")
+                    }
+                )
+            })
+        })
+        .collect()
+}
+
+/// `causeway status --proxies [--wait DURATION] [-o json]`.
+pub async fn run_proxies(
+    client: &ApiClient,
+    wait: Option<Duration>,
+    output: ProxiesOutput,
+) -> anyhow::Result<ExitCode> {
+    let print = |list: &Value| match output {
+        ProxiesOutput::Table => print!("{}", render_proxies(list)),
+        ProxiesOutput::Json => {
+            println!("{}", serde_json::to_string_pretty(list).unwrap_or_default());
+        }
+    };
+    let Some(limit) = wait else {
+        print(&fetch_proxies(client).await?);
+        return Ok(ExitCode::SUCCESS);
+    };
+    let deadline = Instant::now() + limit;
+    loop {
+        let (list, problems) = match fetch_proxies(client).await {
+            Ok(l) => {
+                let mut p = proxies_not_synced(&l);
+                if proxy_items(&l).is_empty() {
+                    p.push("no proxy is connected".to_owned());
+                }
+                (Some(l), p)
+            }
+            Err(e) => (None, vec![format!("controller: {e:#}")]),
+        };
+        if problems.is_empty()
+            && let Some(l) = &list
+        {
+            print(l);
+            return Ok(ExitCode::SUCCESS);
+        }
+        if Instant::now() >= deadline {
+            if let Some(l) = &list {
+                print(l);
+            }
+            eprintln!("not synced after {limit:?}:");
+            for p in problems {
+                eprintln!("  {p}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -371,6 +541,42 @@ mod tests {
         assert!(text.contains("10.240.0.7"), "{text}");
         assert!(text.contains("c1:Applied"), "{text}");
         assert!(text.contains("c1@us-west/us-west-a"), "{text}");
+    }
+
+    #[test]
+    fn proxies_table_has_a_column_per_type_and_the_last_nack() {
+        let list = json!({"items": [{
+            "id": "gw-c1", "cluster": "c1", "role": "gateway", "locality": "us-west/us-west-a",
+            "nacks": 1,
+            "types": {
+                "CDS": {"state": "SYNCED", "ackedVersion": "0123456789abcdef"},
+                "LDS": {"state": "NACKED", "nackedVersion": "fedcba9876543210", "ackedVersion": "aa"},
+                "RDS": {"state": "STALE", "sentVersion": "1111222233334444"}
+            },
+            "lastNack": {"type": "LDS", "time": "2026-12-03T07:00:00Z", "message": "listeners[1]: bad\ncert"}
+        }]});
+        let text = render_proxies(&list);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>()[..10],
+            [
+                "PROXY", "CLUSTER", "ROLE", "LOCALITY", "CDS", "EDS", "LDS", "RDS", "SDS", "LAST"
+            ]
+        );
+        assert!(lines[2].starts_with("gw-c1"), "{text}");
+        for want in [
+            "SYNCED 01234567",
+            "NACKED fedcba98",
+            "STALE 11112222",
+            "LDS 2026-12-03T07:00:00Z (1x): listeners[1]: bad cert",
+        ] {
+            assert!(text.contains(want), "{want:?} missing:\n{text}");
+        }
+        assert_eq!(
+            proxies_not_synced(&list),
+            ["proxy gw-c1 (c1): LDS NACKED, RDS STALE"]
+        );
+        assert!(render_proxies(&json!({"items": []})).contains("(none)"));
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub struct ApiState {
     /// The controller's latest desired state (`causeway get rendered`); `None` when the API
     /// runs without a reconcile loop (tests of the API alone).
     pub desired: Option<tokio::sync::watch::Receiver<Arc<crate::reconcile::Desired>>>,
+    /// The xDS server's sync status (`GET /apis/causeway.io/v1alpha1/proxies`); `None` when
+    /// the controller serves no xDS.
+    pub proxies: Option<causeway_xds::StatusRegistry>,
 }
 
 /// The API's routes.
@@ -57,6 +60,8 @@ pub fn router(state: ApiState) -> Router {
     let object = get(get_object).put(apply).delete(delete_object);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        // A static path wins over the `{plural}` routes below.
+        .route(crate::proxies::PATH, get(proxies))
         .route("/apis/{group}/{version}/{plural}", get(list_all))
         .route("/apis/{group}/{version}/{plural}/{name}", object.clone())
         .route(
@@ -128,6 +133,20 @@ async fn rendered(
             None,
         )),
     }
+}
+
+/// `GET /apis/causeway.io/v1alpha1/proxies`: every connected proxy's sync status per xDS type
+/// (`causeway status --proxies`).
+async fn proxies(State(state): State<ApiState>) -> Result<axum::Json<Value>, ApiError> {
+    let Some(registry) = &state.proxies else {
+        return Err(status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "this controller serves no xDS (--xds-listen off): no proxy can connect to it",
+            None,
+        ));
+    };
+    Ok(axum::Json(crate::proxies::list_view(&registry.proxies())))
 }
 
 /// A failed request, answered as a Kubernetes `Status`.

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod ipam;
 pub mod placement;
+pub mod proxies;
 pub mod push;
 pub mod reconcile;
 pub mod run;

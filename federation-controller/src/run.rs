@@ -287,6 +287,7 @@ pub async fn run(
     let loop_task = tokio::spawn(reconciler.run());
     // xDS: the ADS server and the task that keeps its snapshots and the proxy report current.
     let mut xds_tasks = Vec::new();
+    let mut registry = None;
     if let Some(xds_addr) = cfg.xds_listen {
         let xds_listener = tokio::net::TcpListener::bind(xds_addr)
             .await
@@ -296,6 +297,7 @@ pub async fn run(
             })?;
         let server = causeway_xds::AdsServer::new(causeway_xds::SnapshotCache::new())
             .with_group_fn(crate::push::group_of);
+        registry = Some(server.status().clone());
         xds_tasks.push(tokio::spawn(crate::push::run(
             server.clone(),
             desired.clone(),
@@ -320,6 +322,7 @@ pub async fn run(
         store: opened.store,
         token: Some(token.into()),
         desired: Some(desired),
+        proxies: registry,
     });
     on_listening(addr);
     let served = axum::serve(listener, app)

@@ -34,7 +34,7 @@ pub use metrics::XdsMetrics;
 pub use server::{
     AdsServer, DEFAULT_ADDR, GroupFn, ServeError, ServerOptions, serve, serve_listener,
 };
-pub use status::{NackEvent, ProxyStatus, StatusRegistry, SyncState, TypeStatus};
+pub use status::{LastNack, NackEvent, ProxyStatus, StatusRegistry, SyncState, TypeStatus};
 
 /// The Envoy protobuf types this crate speaks, re-exported so callers build resources with the
 /// very same `prost` types (a second copy of `envoy-types` would not interoperate).

@@ -70,6 +70,24 @@ pub struct ProxyStatus {
     pub connected_since_unix_ms: u64,
     /// Status by type URL.
     pub types: BTreeMap<String, TypeStatus>,
+    /// NACKs this stream sent since it opened.
+    pub nacks: u64,
+    /// The last NACK on this stream, kept after the proxy ACKs again (the "last NACK reason"
+    /// of `causeway status --proxies`).
+    pub last_nack: Option<LastNack>,
+}
+
+/// The last rejection of one stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LastNack {
+    /// The rejected type.
+    pub type_url: String,
+    /// The rejected version.
+    pub version: String,
+    /// The proxy's message.
+    pub message: String,
+    /// When it arrived, milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
 }
 
 impl ProxyStatus {
@@ -182,10 +200,7 @@ impl StatusRegistry {
         group: GroupKey,
         protocol: Protocol,
     ) -> StreamGuard {
-        let connected_since_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
+        let connected_since_unix_ms = now_unix_ms();
         self.lock().proxies.insert(
             stream_id,
             ProxyStatus {
@@ -195,6 +210,8 @@ impl StatusRegistry {
                 protocol,
                 connected_since_unix_ms,
                 types: BTreeMap::new(),
+                nacks: 0,
+                last_nack: None,
             },
         );
         self.bump();
@@ -224,13 +241,22 @@ impl StatusRegistry {
         let event = {
             let mut inner = self.lock();
             inner.nacks_total += 1;
-            inner.proxies.get(&stream_id).map(|p| NackEvent {
-                node_id: p.node.id.clone(),
-                cluster: p.node.cluster.clone(),
-                group: p.group.clone(),
-                type_url: type_url.to_owned(),
-                version: version.to_owned(),
-                message: message.to_owned(),
+            inner.proxies.get_mut(&stream_id).map(|p| {
+                p.nacks += 1;
+                p.last_nack = Some(LastNack {
+                    type_url: type_url.to_owned(),
+                    version: version.to_owned(),
+                    message: message.to_owned(),
+                    at_unix_ms: now_unix_ms(),
+                });
+                NackEvent {
+                    node_id: p.node.id.clone(),
+                    cluster: p.node.cluster.clone(),
+                    group: p.group.clone(),
+                    type_url: type_url.to_owned(),
+                    version: version.to_owned(),
+                    message: message.to_owned(),
+                }
             })
         };
         if let Some(event) = event {
@@ -239,6 +265,13 @@ impl StatusRegistry {
         }
         self.bump();
     }
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// Removes a stream from the registry when it ends, however it ends.
