@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use causeway_controller::reconcile::{self, Desired};
 use causeway_controller::status::{ClusterProxies, ProxyReport};
 use causeway_controller::translate::Snapshot;
+use causeway_controller::translate::incremental::Translator;
 use causeway_crds::istio::WorkloadEntry;
 use causeway_crds::v1alpha1::{AccessPoint, Cluster, NameService};
 use k8s_openapi::jiff::Timestamp;
@@ -141,7 +142,9 @@ fn main() {
     let built_rss = peak_rss_mib();
 
     let t = Instant::now();
-    let full = reconcile::translate(1, Arc::new(snapshot.clone()), vips.clone());
+    let mut translator = Translator::new();
+    let full =
+        reconcile::translate_with(&mut translator, 1, Arc::new(snapshot.clone()), vips.clone());
     let full_time = t.elapsed();
     let t = Instant::now();
     let statuses = reconcile::status_writes(&full, &proxies, Timestamp::now());
@@ -151,7 +154,7 @@ fn main() {
     // One AccessPoint changes (its default route's timeout).
     snapshot.access_points[aps / 2] = access_point(aps / 2, clusters, 2);
     let t = Instant::now();
-    let inc: Desired = reconcile::translate(2, Arc::new(snapshot), vips);
+    let inc: Desired = reconcile::translate_with(&mut translator, 2, Arc::new(snapshot), vips);
     let inc_time = t.elapsed();
     let t = Instant::now();
     let _ = reconcile::status_writes(&inc, &proxies, Timestamp::now());
@@ -160,7 +163,7 @@ fn main() {
     println!(
         "| {clusters} | {aps} | {} | {} | {} | {} | {} | {} | {:.0} | {:.0} |",
         objects - aps,
-        full.istio.len(),
+        full.istio_objects().count(),
         ms(full_time),
         ms(status_time),
         ms(inc_time),

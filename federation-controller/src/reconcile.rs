@@ -26,6 +26,7 @@ use crate::placement::ObjectKey as NsName;
 use crate::status::{self, ProxyReport};
 use crate::store::reflector::{Cache, Reflected, reflect};
 use crate::store::{Expect, ObjectKey, ResourceType, Store, StoreError};
+use crate::translate::incremental::Translator;
 use crate::translate::{self, AccessPointVerdict, Snapshot, object_key};
 
 /// The kinds the controller reads, in the order of [`Kind`].
@@ -53,13 +54,20 @@ pub struct Desired {
     pub verdicts: BTreeMap<NsName, AccessPointVerdict>,
     /// The VIP of every AccessPoint, or why it has none.
     pub vips: BTreeMap<NsName, Result<IpAddr, String>>,
-    /// The Istio objects every member cluster gets (Kubernetes mode).
-    pub istio: Vec<IstioObject>,
-    /// The configuration of every gateway (per cluster and gateway address).
-    pub gateways: Vec<translate::proxy::GatewayConfig>,
+    /// The Istio objects every member cluster gets (Kubernetes mode), in chunks of one
+    /// AccessPoint or NameService shared between revisions (see [`Desired::istio_objects`]).
+    pub istio: Vec<Arc<Vec<IstioObject>>>,
+    /// The configuration of every gateway (per cluster and gateway address); unchanged
+    /// gateways share the previous revision's `Arc`.
+    pub gateways: Vec<Arc<translate::proxy::GatewayConfig>>,
 }
 
 impl Desired {
+    /// The Istio objects every member cluster gets, in order.
+    pub fn istio_objects(&self) -> impl Iterator<Item = &IstioObject> {
+        self.istio.iter().flat_map(|chunk| chunk.iter())
+    }
+
     /// What member cluster `cluster` gets, as one readable document; `None` for an unknown
     /// cluster.
     pub fn rendered(&self, cluster: &str) -> Option<Value> {
@@ -84,7 +92,7 @@ impl Desired {
             "revision": self.revision,
             "gateways": gateways,
             "sidecars": sidecars,
-            "istio": self.istio,
+            "istio": self.istio_objects().collect::<Vec<_>>(),
         }))
     }
 }
@@ -183,22 +191,31 @@ impl Indexes {
     }
 }
 
-/// Translates a snapshot: a pure function of the resources and the VIPs.
+/// Translates a snapshot in full: a pure function of the resources and the VIPs.
 pub fn translate(
     revision: u64,
     snapshot: Arc<Snapshot>,
     vips: BTreeMap<NsName, Result<IpAddr, String>>,
 ) -> Desired {
-    let verdicts = translate::judge_access_points(&snapshot);
-    let istio = translate::istio::istio_objects_judged(&snapshot, &verdicts);
-    let gateways = translate::proxy::gateway_configs(&snapshot, &verdicts);
+    translate_with(&mut Translator::new(), revision, snapshot, vips)
+}
+
+/// Translates a snapshot with `translator`, which reuses what it computed for the previous
+/// snapshot wherever the inputs are unchanged; the result equals [`translate`]'s.
+pub fn translate_with(
+    translator: &mut Translator,
+    revision: u64,
+    snapshot: Arc<Snapshot>,
+    vips: BTreeMap<NsName, Result<IpAddr, String>>,
+) -> Desired {
+    let t = translator.translate(&snapshot);
     Desired {
         revision,
         snapshot,
-        verdicts,
+        verdicts: t.verdicts,
         vips,
-        istio,
-        gateways,
+        istio: t.istio,
+        gateways: t.gateways,
     }
 }
 
@@ -290,6 +307,7 @@ impl Reconciler {
         let mut dirty = false;
         let mut status_dirty = false;
         let mut ipam: Option<(Arc<dyn Store>, Ipam)> = None;
+        let mut translator = Translator::new();
         loop {
             // Gather a burst of changes.
             // Work pending and nothing missing: go do it. Otherwise wait for news (before the
@@ -346,7 +364,7 @@ impl Reconciler {
                     None => vips_from_status(&snapshot),
                 };
                 let started = Instant::now();
-                let desired = translate(revision, snapshot.clone(), vips);
+                let desired = translate_with(&mut translator, revision, snapshot.clone(), vips);
                 tracing::debug!(revision, took = ?started.elapsed(), "translated");
                 self.desired.send_replace(Arc::new(desired));
             }

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::Secret;
 
 use crate::placement::{self, HostConflict, ObjectKey, Placed, PlacementIssue, Workload};
 
+pub mod incremental;
 pub mod istio;
 pub mod locality;
 pub mod proxy;

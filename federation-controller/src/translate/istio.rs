@@ -17,7 +17,9 @@ use causeway_crds::istio::{
     LoadBalancerSettings, LocalityLbSetting, Location, Resolution, ServiceEntry, ServiceEntrySpec,
     TcpSettings, WorkloadEntry, WorkloadEntrySpec, WorkloadSelector,
 };
-use causeway_crds::v1alpha1::{Cluster, Protocol, ServicePort, TrafficPolicy};
+use causeway_crds::v1alpha1::{
+    AccessPoint, Cluster, NameService, Protocol, ServicePort, TrafficPolicy,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{AccessPointVerdict, Snapshot, judge_access_points, name_service_clusters, object_key};
@@ -241,91 +243,121 @@ pub fn istio_objects_judged(
     s: &Snapshot,
     verdicts: &BTreeMap<ObjectKey, AccessPointVerdict>,
 ) -> Vec<IstioObject> {
-    let by_name: BTreeMap<&str, &Cluster> = s
-        .clusters
-        .iter()
-        .filter_map(|c| c.metadata.name.as_deref().map(|n| (n, c)))
-        .collect();
+    let by_name = clusters_by_name(s);
     let mut aps: Vec<_> = s.access_points.iter().collect();
     aps.sort_by_cached_key(|a| object_key(&a.metadata));
     let mut out = Vec::new();
     for ap in aps {
         let key = object_key(&ap.metadata);
-        let Some(v) = verdicts.get(&key).filter(|v| v.accepted()) else {
-            continue;
-        };
-        let clusters: Vec<&Cluster> = v
-            .placed
-            .clusters
-            .iter()
-            .filter_map(|c| by_name.get(c.as_str()).copied())
-            .collect();
-        if clusters.is_empty() {
-            continue;
+        if let Some(v) = verdicts.get(&key) {
+            out.extend(access_point_objects(ap, &key, v, &by_name));
         }
-        let ports = ap
-            .spec
-            .listeners
-            .iter()
-            .map(|l| ServicePort {
-                number: l.port,
-                protocol: l.protocol,
-                name: Some(l.name.clone()),
-            })
-            .collect();
-        publish(
-            &Published {
-                namespace: &key.0,
-                base_name: format!("causeway-ap-{}", key.1),
-                selector: (ACCESS_POINT_LABEL, &key.1),
-                hosts: ap.spec.hosts.clone(),
-                ports,
-                export_to: Vec::new(),
-                clusters,
-                policy: ap.spec.traffic_policy.as_ref(),
-            },
-            &mut out,
-        );
     }
     let mut nss: Vec<_> = s.name_services.iter().collect();
     nss.sort_by_cached_key(|n| object_key(&n.metadata));
     for ns in nss {
-        let key = object_key(&ns.metadata);
-        let (names, _issues) = name_service_clusters(ns, s, verdicts);
-        let clusters: Vec<&Cluster> = names
-            .iter()
-            .filter_map(|c| by_name.get(c.as_str()).copied())
-            .collect();
-        if clusters.is_empty() {
-            continue;
-        }
-        let ports = if ns.spec.ports.is_empty() {
-            vec![ServicePort {
-                number: 80,
-                protocol: Protocol::Http,
-                name: Some("http".to_owned()),
-            }]
-        } else {
-            ns.spec.ports.clone()
-        };
-        let export_to = if ns.spec.export_to == ["*"] {
-            Vec::new()
-        } else {
-            ns.spec.export_to.clone()
-        };
-        publish(
-            &Published {
-                namespace: &key.0,
-                base_name: format!("causeway-ns-{}", key.1),
-                selector: (NAME_SERVICE_LABEL, &key.1),
-                hosts: vec![ns.spec.fqdn.clone()],
-                ports,
-                export_to,
-                clusters,
-                policy: ns.spec.traffic_policy.as_ref(),
-            },
-            &mut out,
-        );
+        out.extend(name_service_objects(ns, s, verdicts, &by_name));
     }
+    out
+}
+
+/// The clusters of a snapshot by name.
+pub(crate) fn clusters_by_name(s: &Snapshot) -> BTreeMap<&str, &Cluster> {
+    s.clusters
+        .iter()
+        .filter_map(|c| c.metadata.name.as_deref().map(|n| (n, c)))
+        .collect()
+}
+
+/// The Istio objects of one AccessPoint: nothing when it is refused or placed nowhere.
+pub(crate) fn access_point_objects(
+    ap: &AccessPoint,
+    key: &ObjectKey,
+    v: &AccessPointVerdict,
+    by_name: &BTreeMap<&str, &Cluster>,
+) -> Vec<IstioObject> {
+    let mut out = Vec::new();
+    if !v.accepted() {
+        return out;
+    }
+    let clusters: Vec<&Cluster> = v
+        .placed
+        .clusters
+        .iter()
+        .filter_map(|c| by_name.get(c.as_str()).copied())
+        .collect();
+    if clusters.is_empty() {
+        return out;
+    }
+    let ports = ap
+        .spec
+        .listeners
+        .iter()
+        .map(|l| ServicePort {
+            number: l.port,
+            protocol: l.protocol,
+            name: Some(l.name.clone()),
+        })
+        .collect();
+    publish(
+        &Published {
+            namespace: &key.0,
+            base_name: format!("causeway-ap-{}", key.1),
+            selector: (ACCESS_POINT_LABEL, &key.1),
+            hosts: ap.spec.hosts.clone(),
+            ports,
+            export_to: Vec::new(),
+            clusters,
+            policy: ap.spec.traffic_policy.as_ref(),
+        },
+        &mut out,
+    );
+    out
+}
+
+/// The Istio objects of one NameService: nothing when no target serves anywhere.
+pub(crate) fn name_service_objects(
+    ns: &NameService,
+    s: &Snapshot,
+    verdicts: &BTreeMap<ObjectKey, AccessPointVerdict>,
+    by_name: &BTreeMap<&str, &Cluster>,
+) -> Vec<IstioObject> {
+    let mut out = Vec::new();
+    let key = object_key(&ns.metadata);
+    let (names, _issues) = name_service_clusters(ns, s, verdicts);
+    let clusters: Vec<&Cluster> = names
+        .iter()
+        .filter_map(|c| by_name.get(c.as_str()).copied())
+        .collect();
+    if clusters.is_empty() {
+        return out;
+    }
+    let ports = if ns.spec.ports.is_empty() {
+        vec![ServicePort {
+            number: 80,
+            protocol: Protocol::Http,
+            name: Some("http".to_owned()),
+        }]
+    } else {
+        ns.spec.ports.clone()
+    };
+    let export_to = if ns.spec.export_to == ["*"] {
+        Vec::new()
+    } else {
+        ns.spec.export_to.clone()
+    };
+    publish(
+        &Published {
+            namespace: &key.0,
+            base_name: format!("causeway-ns-{}", key.1),
+            selector: (NAME_SERVICE_LABEL, &key.1),
+            hosts: vec![ns.spec.fqdn.clone()],
+            ports,
+            export_to,
+            clusters,
+            policy: ns.spec.traffic_policy.as_ref(),
+        },
+        &mut out,
+    );
     out
 }

@@ -158,6 +158,7 @@ fn routes(r: &HttpRoute, index: usize, vhost: &str, ns: &str) -> Vec<pc::Route> 
                 per_try_timeout: x.per_try_timeout.clone(),
                 retry_on: x.retry_on.clone(),
             }),
+            ..Default::default()
         };
         // A single destination is a plain cluster reference: simpler to read and to route.
         if action.clusters.len() == 1 {
@@ -292,7 +293,7 @@ fn join_host_port(host: &str, port: u32) -> String {
 
 /// Lookups the gateway translation needs once per AccessPoint, built once per translation so
 /// the whole is O(n log n) rather than AccessPoints × WorkloadEntries.
-struct Index<'a> {
+pub(crate) struct Index<'a> {
     /// WorkloadEntries by (namespace, `app` label, cluster label).
     workloads: BTreeMap<(String, String, String), Vec<&'a causeway_crds::istio::WorkloadEntry>>,
     /// FQDNs of the NameServices targeting each AccessPoint (same namespace), sorted.
@@ -300,7 +301,7 @@ struct Index<'a> {
 }
 
 impl<'a> Index<'a> {
-    fn new(s: &'a Snapshot) -> Self {
+    pub(crate) fn new(s: &'a Snapshot) -> Self {
         let mut workloads: BTreeMap<_, Vec<_>> = BTreeMap::new();
         for w in &s.workload_entries {
             let l = &w.spec.labels;
@@ -329,7 +330,7 @@ impl<'a> Index<'a> {
         Index { workloads, fqdns }
     }
 
-    fn fqdns(&self, ap: &ObjectKey) -> &[String] {
+    pub(crate) fn fqdns(&self, ap: &ObjectKey) -> &[String] {
         self.fqdns.get(ap).map(Vec::as_slice).unwrap_or_default()
     }
 }
@@ -401,23 +402,7 @@ pub fn gateway_configs(
     s: &Snapshot,
     verdicts: &BTreeMap<ObjectKey, AccessPointVerdict>,
 ) -> Vec<GatewayConfig> {
-    let mut aps: Vec<&AccessPoint> = s.access_points.iter().collect();
-    aps.sort_by_cached_key(|a| object_key(&a.metadata));
-    // Placement and references are the same in every cluster: sort AccessPoints into their
-    // clusters once.
-    let mut by_cluster: BTreeMap<&str, Vec<&AccessPoint>> = BTreeMap::new();
-    for ap in &aps {
-        let key = object_key(&ap.metadata);
-        let Some(v) = verdicts.get(&key) else {
-            continue;
-        };
-        if !v.accepted() || !unresolved_refs(ap, s).is_empty() {
-            continue;
-        }
-        for c in &v.placed.clusters {
-            by_cluster.entry(c.as_str()).or_default().push(ap);
-        }
-    }
+    let by_cluster = served_by_cluster(s, verdicts);
     let idx = Index::new(s);
     let mut out = Vec::new();
     for c in &s.clusters {
@@ -434,7 +419,32 @@ pub fn gateway_configs(
     out
 }
 
-fn gateway_config(
+/// The AccessPoints each cluster's gateways serve (accepted, references resolved), by cluster
+/// name, each list sorted by key. Placement and references are the same in every cluster, so
+/// this is done once per translation.
+pub(crate) fn served_by_cluster<'a>(
+    s: &'a Snapshot,
+    verdicts: &'a BTreeMap<ObjectKey, AccessPointVerdict>,
+) -> BTreeMap<&'a str, Vec<&'a AccessPoint>> {
+    let mut aps: Vec<&AccessPoint> = s.access_points.iter().collect();
+    aps.sort_by_cached_key(|a| object_key(&a.metadata));
+    let mut by_cluster: BTreeMap<&str, Vec<&AccessPoint>> = BTreeMap::new();
+    for ap in aps {
+        let key = object_key(&ap.metadata);
+        let Some(v) = verdicts.get(&key) else {
+            continue;
+        };
+        if !v.accepted() || !unresolved_refs(ap, s).is_empty() {
+            continue;
+        }
+        for c in &v.placed.clusters {
+            by_cluster.entry(c.as_str()).or_default().push(ap);
+        }
+    }
+    by_cluster
+}
+
+pub(crate) fn gateway_config(
     s: &Snapshot,
     idx: &Index<'_>,
     c: &Cluster,
