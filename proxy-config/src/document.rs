@@ -163,7 +163,7 @@ fn strip_defaults(v: &mut Value) {
 
 fn is_default(key: &str, v: &Value) -> bool {
     match (key, v) {
-        ("httpsRedirect" | "default" | "invert", Value::Bool(false)) => true,
+        ("httpsRedirect" | "default" | "invert" | "useSourceIp", Value::Bool(false)) => true,
         ("priority", Value::Number(n)) => n.as_u64() == Some(0),
         ("region" | "zone" | "subzone" | "body", Value::String(s)) => s.is_empty(),
         _ => false,
@@ -336,6 +336,11 @@ pub struct Listener {
     /// TCP only (required there): the cluster connections go to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// HTTP and HTTPS: client networks (CIDR, e.g. `10.0.0.0/8`, `127.0.0.1/32`) whose
+    /// `x-envoy-max-retries` and `x-envoy-upstream-rq-timeout-ms` headers are honoured. From any
+    /// other client those headers are removed and ignored; unset = no client is trusted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_sources: Vec<String>,
 }
 
 /// The certificates a terminating listener presents.
@@ -511,6 +516,62 @@ pub struct RouteAction {
     /// Retry policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<Retries>,
+    /// Fault injection (Istio's `fault`): aborts and delays for a share of requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
+    /// Traffic mirroring (Istio's `mirror`): copies of a share of requests to another cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Mirror>,
+}
+
+/// Fault injection of a route: `abort`, `delay`, or both (a delayed request may also be
+/// aborted, after its delay).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Fault {
+    /// Answer a share of requests with a status instead of forwarding them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<FaultAbort>,
+    /// Hold a share of requests before forwarding them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<FaultDelay>,
+}
+
+/// An injected abort.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultAbort {
+    /// The status answered (200-599).
+    #[serde(default)]
+    pub http_status: u16,
+    /// Share of requests aborted, in percent (0-100, fractions allowed); unset = 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentage: Option<f64>,
+}
+
+/// An injected delay.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultDelay {
+    /// How long (Go duration).
+    #[serde(default)]
+    pub fixed_delay: String,
+    /// Share of requests delayed, in percent (0-100, fractions allowed); unset = 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentage: Option<f64>,
+}
+
+/// Mirroring: a copy of each selected request goes to `cluster`, fire and forget, with the
+/// Host suffixed `-shadow`; its answer is discarded.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mirror {
+    /// The cluster receiving the copies.
+    #[serde(default)]
+    pub cluster: String,
+    /// Share of requests copied, in percent (0-100, fractions allowed); unset = 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentage: Option<f64>,
 }
 
 /// A destination and its share of traffic.
@@ -622,6 +683,82 @@ pub struct Cluster {
     /// Active health checking.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// Circuit breaking (Istio's `connectionPool`) and the retry budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_pool: Option<ConnectionPool>,
+    /// Consistent-hash balancing (Maglev) on a header, a cookie or the client address; `lb`
+    /// must be unset then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistent_hash: Option<ConsistentHash>,
+}
+
+/// Circuit-breaker limits of a cluster (Istio's `connectionPool`, flattened); unset = no limit.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionPool {
+    /// HTTP1 clusters: most upstream connections, hence requests in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// HTTP1 clusters: requests waiting for a connection beyond `maxConnections`; more are
+    /// refused with 503 (`UO`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http1_max_pending_requests: Option<u32>,
+    /// HTTP2 clusters: most requests in flight; more are refused with 503 (`UO`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2_max_requests: Option<u32>,
+    /// Requests per upstream connection; only 1 (no keep-alive) is enforced today.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests_per_connection: Option<u32>,
+    /// Most retries in flight to the cluster at once (on top of the retry budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+    /// Retries in flight allowed as a share of requests in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_budget: Option<RetryBudget>,
+}
+
+/// Envoy's retry budget: retries in flight may be at most `percent` of the requests in flight,
+/// or `minRetryConcurrency`, whichever is more.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryBudget {
+    /// Percent of active requests; unset = 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
+    /// Retries always allowed in flight; unset = 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_retry_concurrency: Option<u32>,
+}
+
+/// What consistent hashing hashes; exactly one field is set.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsistentHash {
+    /// The value of this request header (a request without it gets a random host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_header_name: Option<String>,
+    /// A cookie, issued by the gateway when the request has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_cookie: Option<HashCookie>,
+    /// The client's IP address.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub use_source_ip: bool,
+}
+
+/// The cookie of cookie-based consistent hashing.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HashCookie {
+    /// Cookie name.
+    #[serde(default)]
+    pub name: String,
+    /// Lifetime of an issued cookie (Go duration, `Max-Age`); required, as the gateway only
+    /// issues cookies with a lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+    /// `Path` of an issued cookie; unset = `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 impl Cluster {
