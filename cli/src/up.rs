@@ -100,9 +100,13 @@ pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
             dir.display()
         )
     };
+    let existed = dir.exists();
     std::fs::create_dir_all(dir.join("logs")).with_context(hint)?;
+    // Private when we make it (it holds the API token and the CA key); an existing directory
+    // keeps its mode (`--data-dir /tmp/x` must not change /tmp/x's permissions behind the
+    // user's back).
     #[cfg(unix)]
-    {
+    if !existed {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(hint)?;
     }
