@@ -96,6 +96,9 @@ pub struct Listener {
     pub name: String,
     /// Where to listen.
     pub address: SocketAddr,
+    /// Clients whose `x-envoy-*` override headers are honoured (HTTP and HTTPS listeners).
+    #[serde(rename = "trustedSources")]
+    pub trusted_sources: Vec<Cidr>,
     /// What the listener speaks.
     #[serde(flatten)]
     pub kind: ListenerKind,
@@ -375,6 +378,114 @@ pub struct Forward {
     /// The whole exchange must finish within this, else 504.
     #[serde(with = "opt_duration")]
     pub timeout: Option<Duration>,
+    /// Retry policy.
+    pub retries: Option<RetryPolicy>,
+    /// Fault injection.
+    pub fault: Option<Fault>,
+    /// Mirroring.
+    pub mirror: Option<Mirror>,
+}
+
+/// When and how often a failed upstream attempt is tried again.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub attempts: u32,
+    /// Deadline of each attempt (the route timeout still bounds the whole).
+    #[serde(rename = "perTryTimeout", with = "opt_duration")]
+    pub per_try_timeout: Option<Duration>,
+    /// Conditions that trigger a retry.
+    #[serde(rename = "retryOn")]
+    pub retry_on: crate::lb::retry::RetryOn,
+    /// Statuses retried under `retriable-status-codes` (numbers in `retryOn`).
+    #[serde(rename = "retriableStatusCodes")]
+    pub retriable_status_codes: Vec<u16>,
+}
+
+/// Fault injection of a route.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fault {
+    /// (status, share in parts per million).
+    pub abort: Option<(u16, u32)>,
+    /// (delay, share in parts per million).
+    #[serde(serialize_with = "delay_fault")]
+    pub delay: Option<(Duration, u32)>,
+}
+
+fn delay_fault<S: Serializer>(d: &Option<(Duration, u32)>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some((d, ppm)) => s.serialize_str(&format!("{}ms@{ppm}ppm", d.as_millis())),
+        None => s.serialize_none(),
+    }
+}
+
+/// Request mirroring of a route.
+#[derive(Debug, Clone, Serialize)]
+pub struct Mirror {
+    /// Cluster receiving the copies.
+    pub cluster: String,
+    /// Share copied, in parts per million.
+    pub ppm: u32,
+}
+
+/// An IPv4 or IPv6 network, `ADDR/LEN`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// Network address.
+    pub addr: std::net::IpAddr,
+    /// Prefix length.
+    pub len: u8,
+}
+
+impl Cidr {
+    /// Parses `ADDR/LEN` or a bare address (a host route).
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (a, l) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = a.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match l {
+            Some(l) => l.parse::<u8>().ok().filter(|l| *l <= max)?,
+            None => max,
+        };
+        Some(Cidr { addr, len })
+    }
+
+    /// Whether `ip` is inside the network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// A destination and its share of traffic.
@@ -445,6 +556,152 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     /// TLS origination, when set.
     pub tls: Option<UpstreamTls>,
+    /// Per endpoint, in the order of `endpoints`: its locality group and weight.
+    pub members: Vec<Member>,
+    /// Locality groups (one group of priority 0 for a flat endpoint list).
+    pub localities: Vec<LocalityGroup>,
+    /// Outlier detection, when set.
+    #[serde(rename = "outlierDetection")]
+    pub outlier: Option<Outlier>,
+    /// Active health checking, when set.
+    #[serde(rename = "healthCheck")]
+    pub health_check: Option<HealthCheck>,
+    /// Circuit-breaker limits and the retry budget.
+    #[serde(rename = "connectionPool")]
+    pub limits: ConnectionLimits,
+    /// Consistent hashing, when set (the cluster then balances with Maglev).
+    #[serde(rename = "consistentHash")]
+    pub hash: Option<HashPolicy>,
+}
+
+/// An endpoint's place in its cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Member {
+    /// Index into [`Cluster::localities`].
+    pub group: usize,
+    /// Load-balancing weight within its group.
+    pub weight: u32,
+}
+
+/// Endpoints of one locality at one priority.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LocalityGroup {
+    /// `region/zone/subzone` (empty parts unknown), for stats and logs.
+    pub locality: String,
+    /// 0 is used first.
+    pub priority: u32,
+    /// Locality weight (Istio `distribute`); when any group has one, locality-weighted
+    /// balancing is on for its priority.
+    pub weight: Option<u32>,
+}
+
+/// Outlier detection (passive health checking) of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outlier {
+    /// Consecutive 5xx (and local failures) that eject; 0 = off.
+    #[serde(rename = "consecutive5xxErrors")]
+    pub consecutive_5xx: u32,
+    /// Consecutive 502/503/504 (and local failures) that eject; 0 = off.
+    #[serde(rename = "consecutiveGatewayErrors")]
+    pub consecutive_gateway: u32,
+    /// How often ejected hosts are considered for return.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// Ejection time, multiplied by the host's ejection count.
+    #[serde(rename = "baseEjectionTime", with = "duration")]
+    pub base_ejection_time: Duration,
+    /// Most hosts ejected at once, in percent (one host may always be ejected).
+    #[serde(rename = "maxEjectionPercent")]
+    pub max_ejection_percent: u32,
+}
+
+/// Active health checking of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthCheck {
+    /// HTTP path checked; `None` = a TCP connect check.
+    pub path: Option<String>,
+    /// Statuses that pass an HTTP check.
+    #[serde(rename = "expectedStatuses")]
+    pub expected_statuses: Vec<u16>,
+    /// Time between checks of a host.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// Deadline of one check.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Passes that make an unhealthy host healthy.
+    #[serde(rename = "healthyThreshold")]
+    pub healthy_threshold: u32,
+    /// Failures that make a healthy host unhealthy (a 503 does at once).
+    #[serde(rename = "unhealthyThreshold")]
+    pub unhealthy_threshold: u32,
+}
+
+/// Circuit-breaker limits; `u32::MAX` = no limit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConnectionLimits {
+    /// Upstream connections (HTTP1: requests in flight).
+    #[serde(rename = "maxConnections")]
+    pub max_connections: u32,
+    /// HTTP1: requests waiting for a connection.
+    #[serde(rename = "http1MaxPendingRequests")]
+    pub max_pending: u32,
+    /// HTTP2: requests in flight.
+    #[serde(rename = "http2MaxRequests")]
+    pub max_requests: u32,
+    /// Requests per connection; 0 = unlimited, 1 = no keep-alive.
+    #[serde(rename = "maxRequestsPerConnection")]
+    pub max_requests_per_connection: u32,
+    /// Retries in flight.
+    #[serde(rename = "maxRetries")]
+    pub max_retries: u32,
+    /// Retry budget: percent of requests in flight.
+    #[serde(rename = "retryBudgetPercent")]
+    pub retry_budget_percent: f64,
+    /// Retry budget: retries always allowed in flight.
+    #[serde(rename = "minRetryConcurrency")]
+    pub min_retry_concurrency: u32,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: u32::MAX,
+            max_pending: u32::MAX,
+            max_requests: u32::MAX,
+            max_requests_per_connection: 0,
+            max_retries: u32::MAX,
+            retry_budget_percent: 20.0,
+            min_retry_concurrency: 3,
+        }
+    }
+}
+
+impl ConnectionLimits {
+    /// Whether any request limit is set (the data path skips the accounting otherwise).
+    pub fn limits_requests(&self) -> bool {
+        self.max_connections != u32::MAX || self.max_requests != u32::MAX
+    }
+}
+
+/// What consistent hashing hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum HashPolicy {
+    /// A request header (lower case).
+    Header(String),
+    /// A cookie, issued when absent.
+    Cookie {
+        /// Cookie name.
+        name: String,
+        /// `Max-Age` of an issued cookie.
+        #[serde(with = "duration")]
+        ttl: Duration,
+        /// `Path` of an issued cookie.
+        path: String,
+    },
+    /// The client's IP address.
+    SourceIp,
 }
 
 /// A cluster member.
@@ -481,6 +738,8 @@ pub enum LbPolicy {
     LeastRequest,
     /// Uniformly at random.
     Random,
+    /// Consistent hashing with a Maglev table (set by `consistentHash`).
+    Maglev,
 }
 
 /// The HTTP version spoken upstream.

@@ -5,6 +5,8 @@
 //! - [`sni`]: ClientHello SNI peeking for TLS passthrough;
 //! - [`tls`]: per-SNI server certificates and upstream TLS origination (rustls, ring);
 //! - [`proxy`]: listeners, the HTTP proxy, passthrough and TCP forwarding, upstream pools;
+//! - [`lb`]: load-balancing decisions — priorities, localities, outlier detection, health
+//!   checks, retries, circuit breaking, consistent hashing;
 //! - [`admin`]: `/ready`, `/config_dump`, `/stats/prometheus`, `/logging`;
 //! - [`metrics`]: the Prometheus metrics;
 //! - [`app`]: the process around them — file watching, SIGHUP reload, SIGTERM drain;
@@ -15,6 +17,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod demo;
+pub mod lb;
 pub mod metrics;
 pub mod proxy;
 pub mod route;

@@ -53,6 +53,20 @@ pub struct Metrics {
     pub upstream_connections: Family<ClusterLabels, Counter>,
     /// Upstream connections open now (in use or idle in the pool), by cluster.
     pub upstream_connections_active: Family<ClusterLabels, Gauge>,
+    /// Outlier ejections, by cluster.
+    pub upstream_ejections: Family<ClusterLabels, Counter>,
+    /// Hosts ejected now, by cluster.
+    pub upstream_hosts_ejected: Family<ClusterLabels, Gauge>,
+    /// Hosts taking traffic now (neither ejected nor failing health checks), by cluster.
+    pub upstream_hosts_healthy: Family<ClusterLabels, Gauge>,
+    /// Failed active health checks, by cluster.
+    pub upstream_health_check_failures: Family<ClusterLabels, Counter>,
+    /// Retries made, by cluster.
+    pub upstream_retries: Family<ClusterLabels, Counter>,
+    /// Retries not made because the retry budget or maxRetries was used up, by cluster.
+    pub upstream_retries_overflow: Family<ClusterLabels, Counter>,
+    /// Requests refused by the circuit breaker (503, flag UO), by cluster.
+    pub upstream_overflow: Family<ClusterLabels, Counter>,
     /// Configuration reloads that were applied.
     pub reloads: Counter,
     /// Configuration reloads that were refused.
@@ -80,6 +94,19 @@ impl Metrics {
                 .clone(),
             in_flight: self.upstream_active.get_or_create(&labels).clone(),
             failures: self.upstream_failures.get_or_create(&labels).clone(),
+            ejections: self.upstream_ejections.get_or_create(&labels).clone(),
+            ejected: self.upstream_hosts_ejected.get_or_create(&labels).clone(),
+            healthy: self.upstream_hosts_healthy.get_or_create(&labels).clone(),
+            health_check_failures: self
+                .upstream_health_check_failures
+                .get_or_create(&labels)
+                .clone(),
+            retries: self.upstream_retries.get_or_create(&labels).clone(),
+            retries_overflow: self
+                .upstream_retries_overflow
+                .get_or_create(&labels)
+                .clone(),
+            overflow: self.upstream_overflow.get_or_create(&labels).clone(),
         }
     }
 
@@ -95,6 +122,13 @@ impl Metrics {
         let upstream_failures = Family::<ClusterLabels, Counter>::default();
         let upstream_connections = Family::<ClusterLabels, Counter>::default();
         let upstream_connections_active = Family::<ClusterLabels, Gauge>::default();
+        let upstream_ejections = Family::<ClusterLabels, Counter>::default();
+        let upstream_hosts_ejected = Family::<ClusterLabels, Gauge>::default();
+        let upstream_hosts_healthy = Family::<ClusterLabels, Gauge>::default();
+        let upstream_health_check_failures = Family::<ClusterLabels, Counter>::default();
+        let upstream_retries = Family::<ClusterLabels, Counter>::default();
+        let upstream_retries_overflow = Family::<ClusterLabels, Counter>::default();
+        let upstream_overflow = Family::<ClusterLabels, Counter>::default();
         let reloads = Counter::default();
         let reload_failures = Counter::default();
         let mut registry = Registry::with_prefix("causeway_gateway");
@@ -139,6 +173,37 @@ impl Metrics {
             upstream_connections_active.clone(),
         );
         registry.register(
+            "upstream_ejections",
+            "Outlier detection ejections",
+            upstream_ejections.clone(),
+        );
+        registry.register(
+            "upstream_hosts_ejected",
+            "Hosts ejected by outlier detection now",
+            upstream_hosts_ejected.clone(),
+        );
+        registry.register(
+            "upstream_hosts_healthy",
+            "Hosts taking traffic (not ejected, passing health checks)",
+            upstream_hosts_healthy.clone(),
+        );
+        registry.register(
+            "upstream_health_check_failures",
+            "Failed active health checks",
+            upstream_health_check_failures.clone(),
+        );
+        registry.register("upstream_retries", "Retries made", upstream_retries.clone());
+        registry.register(
+            "upstream_retries_overflow",
+            "Retries not made: retry budget or maxRetries used up",
+            upstream_retries_overflow.clone(),
+        );
+        registry.register(
+            "upstream_overflow",
+            "Requests refused by the circuit breaker (503 UO)",
+            upstream_overflow.clone(),
+        );
+        registry.register(
             "config_reloads",
             "Applied configuration reloads",
             reloads.clone(),
@@ -157,6 +222,13 @@ impl Metrics {
             upstream_failures,
             upstream_connections,
             upstream_connections_active,
+            upstream_ejections,
+            upstream_hosts_ejected,
+            upstream_hosts_healthy,
+            upstream_health_check_failures,
+            upstream_retries,
+            upstream_retries_overflow,
+            upstream_overflow,
             reloads,
             reload_failures,
             registry,

@@ -169,11 +169,15 @@ impl State {
                 .cloned();
             let cluster = match reuse {
                 Some(old) => old,
-                None => Arc::new(UpstreamCluster::new(
-                    c,
-                    resolver.cloned(),
-                    metrics.pool(name),
-                )?),
+                None => {
+                    let fresh = Arc::new(UpstreamCluster::new(
+                        c,
+                        resolver.cloned(),
+                        metrics.pool(name),
+                    )?);
+                    fresh.start_background();
+                    fresh
+                }
             };
             clusters.insert(name.clone(), cluster);
         }
@@ -472,6 +476,7 @@ async fn connection(shared: Arc<Shared>, addr: SocketAddr, stream: TcpStream, pe
     let Some(l) = state.config.listener(&name) else {
         return;
     };
+    let trusted = l.trusted_sources.iter().any(|c| c.contains(peer.ip()));
     match &l.kind {
         ListenerKind::Http { .. } => {
             let info = http::ConnInfo {
@@ -480,6 +485,7 @@ async fn connection(shared: Arc<Shared>, addr: SocketAddr, stream: TcpStream, pe
                 peer,
                 sni: None,
                 duration: duration.clone(),
+                trusted,
             };
             drop(state);
             serve_http(shared, info, stream).await;
@@ -510,6 +516,7 @@ async fn connection(shared: Arc<Shared>, addr: SocketAddr, stream: TcpStream, pe
                 peer,
                 sni,
                 duration: duration.clone(),
+                trusted,
             };
             serve_http(shared, info, tls).await;
         }

@@ -18,11 +18,13 @@ use causeway_crds::validation::{FieldPath, Report};
 use causeway_proxy_config::{self as doc, DecodeError, Protocol, ProxyConfig};
 
 use super::{
-    Action, Cluster, Config, ConfigError, DirectResponse, Endpoint, Forward, HeaderEdits,
-    HeaderMatch, LbPolicy, Listener, ListenerKind, PathMatch, Pattern, Pem, QueryMatch, Redirect,
-    Route, RouteMatch, SecretPem, ServerCertificate, ServerTls, SniRoute, TlsMode,
+    Action, Cluster, Config, ConfigError, ConnectionLimits, DirectResponse, Endpoint, Fault,
+    Forward, HashPolicy, HeaderEdits, HeaderMatch, HealthCheck, LbPolicy, Listener, ListenerKind,
+    LocalityGroup, Member, Mirror, Outlier, PathMatch, Pattern, Pem, QueryMatch, Redirect,
+    RetryPolicy, Route, RouteMatch, SecretPem, ServerCertificate, ServerTls, SniRoute, TlsMode,
     UpstreamProtocol, UpstreamTls, ValueMatch, VirtualHost, WeightedCluster,
 };
+use crate::lb::retry::RetryOn;
 use crate::tls;
 
 /// Default TCP connect timeout for clusters that do not set one.
@@ -269,11 +271,128 @@ fn listener(
             return None;
         }
     };
+    let mut trusted_sources = Vec::new();
+    for (i, c) in l.trusted_sources.iter().enumerate() {
+        match super::Cidr::parse(c) {
+            Some(c) => trusted_sources.push(c),
+            None => report.error(
+                &path.field("trustedSources").index(i),
+                format!("{c:?} is not a network: write e.g. 10.0.0.0/8 or 127.0.0.1/32"),
+            ),
+        }
+    }
+    if !trusted_sources.is_empty() && !matches!(l.protocol, Protocol::Http | Protocol::Https) {
+        report.error(
+            &path.field("trustedSources"),
+            format!("trustedSources does not apply to protocol {}", l.protocol),
+        );
+    }
     Some(Listener {
         name: l.name.clone(),
         address: address?,
+        trusted_sources,
         kind,
     })
+}
+
+/// A percentage (0-100, fractions allowed) as parts per million; unset = 100%.
+fn percentage(path: &FieldPath, p: Option<f64>, report: &mut Report) -> u32 {
+    match p {
+        None => 1_000_000,
+        Some(p) if (0.0..=100.0).contains(&p) => (p * 10_000.0).round() as u32,
+        Some(p) => {
+            report.error(path, format!("{p} is not a percentage: use 0-100"));
+            0
+        }
+    }
+}
+
+/// A positive Go duration, or `default` (with an error when it does not parse).
+fn duration_or(
+    path: &FieldPath,
+    d: Option<&str>,
+    default: Duration,
+    report: &mut Report,
+) -> Duration {
+    match d {
+        None => default,
+        Some(t) if checks::duration(path, t, true, report) => parse_duration(t).unwrap_or(default),
+        Some(_) => default,
+    }
+}
+
+fn retry_policy(r: &doc::Retries, path: &FieldPath, report: &mut Report) -> RetryPolicy {
+    let per_try_timeout = r.per_try_timeout.as_deref().and_then(|t| {
+        checks::duration(&path.field("perTryTimeout"), t, true, report)
+            .then(|| parse_duration(t).ok())
+            .flatten()
+    });
+    // Istio's defaults: retry on what is safe to retry when no condition is given.
+    let defaults = [
+        "connect-failure",
+        "refused-stream",
+        "unavailable",
+        "cancelled",
+        "503",
+    ];
+    let list: Vec<&str> = if r.retry_on.is_empty() {
+        defaults.to_vec()
+    } else {
+        r.retry_on
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .collect()
+    };
+    let (retry_on, retriable_status_codes) = match RetryOn::parse(&list) {
+        Ok(x) => x,
+        Err(bad) => {
+            report.error(
+                &path.field("retryOn"),
+                format!(
+                    "unknown retry condition {bad:?}: use 5xx, gateway-error, connect-failure, \
+                     reset, refused-stream, retriable-status-codes or a status code (e.g. 503)"
+                ),
+            );
+            Default::default()
+        }
+    };
+    RetryPolicy {
+        attempts: r.attempts.unwrap_or(2),
+        per_try_timeout,
+        retry_on,
+        retriable_status_codes,
+    }
+}
+
+fn fault(f: &doc::Fault, path: &FieldPath, report: &mut Report) -> Fault {
+    let abort = f.abort.as_ref().map(|a| {
+        let ap = path.field("abort");
+        if !(200..=599).contains(&a.http_status) {
+            report.error(
+                &ap.field("httpStatus"),
+                format!("{} is not an HTTP status: use 200-599", a.http_status),
+            );
+        }
+        (
+            a.http_status,
+            percentage(&ap.field("percentage"), a.percentage, report),
+        )
+    });
+    let delay = f.delay.as_ref().map(|d| {
+        let dp = path.field("delay");
+        let t = duration_or(
+            &dp.field("fixedDelay"),
+            Some(d.fixed_delay.as_str()),
+            Duration::ZERO,
+            report,
+        );
+        (t, percentage(&dp.field("percentage"), d.percentage, report))
+    });
+    if abort.is_none() && delay.is_none() {
+        report.error(path, "a fault needs abort, delay or both");
+    }
+    Fault { abort, delay }
 }
 
 /// Two virtual hosts of one listener claiming the same domain would make the second unreachable
@@ -572,17 +691,31 @@ fn route(
                 }
             }
         };
-        if let Some(retries) = &f.retries {
-            let rp = p.field("retries");
-            if let Some(t) = &retries.per_try_timeout {
-                checks::duration(&rp.field("perTryTimeout"), t, true, report);
+        let retries = f
+            .retries
+            .as_ref()
+            .map(|r| retry_policy(r, &p.field("retries"), report))
+            .filter(|r| r.attempts > 0);
+        let fault = f
+            .fault
+            .as_ref()
+            .map(|x| fault(x, &p.field("fault"), report));
+        let mirror = f.mirror.as_ref().map(|m| {
+            let mp = p.field("mirror");
+            cluster_ref(&mp.field("cluster"), &m.cluster, clusters, report);
+            Mirror {
+                cluster: m.cluster.clone(),
+                ppm: percentage(&mp.field("percentage"), m.percentage, report),
             }
-        }
+        });
         Action::Forward(Forward {
             clusters: weighted,
             prefix_rewrite: f.prefix_rewrite.clone(),
             host_rewrite: f.host_rewrite.clone(),
             timeout,
+            retries,
+            fault,
+            mirror,
         })
     } else if let Some(rd) = &r.redirect {
         let p = path.field("redirect");
@@ -1090,12 +1223,25 @@ fn cluster(
         );
     }
     let mut endpoints = Vec::new();
-    for (i, e) in c.endpoints.iter().enumerate() {
-        endpoints.extend(endpoint(&path.field("endpoints").index(i), e, report));
+    let mut members = Vec::new();
+    let mut localities = Vec::new();
+    if !c.endpoints.is_empty() {
+        localities.push(LocalityGroup {
+            locality: String::new(),
+            priority: 0,
+            weight: None,
+        });
     }
-    // Until locality balancing lands (issue 4) the gateway serves from the most preferred
-    // priority only: spreading over every locality would send cross-region traffic evenly.
-    let best = c.locality_endpoints.iter().map(|g| g.priority).min();
+    for (i, e) in c.endpoints.iter().enumerate() {
+        if let Some(ep) = endpoint(&path.field("endpoints").index(i), e, report) {
+            endpoints.push(ep);
+            members.push(Member {
+                group: 0,
+                weight: e.weight.unwrap_or(1),
+            });
+        }
+    }
+    // Every priority is kept: the balancer spills from one to the next by health (lb::priority).
     for (gi, g) in c.locality_endpoints.iter().enumerate() {
         let gp = path.field("localityEndpoints").index(gi);
         if g.weight == Some(0) {
@@ -1104,14 +1250,35 @@ fn cluster(
                 "a locality weight of 0 takes no traffic: use at least 1, or leave the group out",
             );
         }
+        let group = localities.len();
+        let l = &g.locality;
+        localities.push(LocalityGroup {
+            locality: format!("{}/{}/{}", l.region, l.zone, l.subzone),
+            priority: g.priority,
+            weight: g.weight,
+        });
         for (i, e) in g.endpoints.iter().enumerate() {
-            let ep = endpoint(&gp.field("endpoints").index(i), e, report);
-            if Some(g.priority) == best {
-                endpoints.extend(ep);
+            if let Some(ep) = endpoint(&gp.field("endpoints").index(i), e, report) {
+                endpoints.push(ep);
+                members.push(Member {
+                    group,
+                    weight: e.weight.unwrap_or(1),
+                });
             }
         }
     }
+    let hash = c
+        .consistent_hash
+        .as_ref()
+        .and_then(|h| hash_policy(h, &path.field("consistentHash"), report));
+    if hash.is_some() && c.lb.is_some() {
+        report.error(
+            &path.field("lb"),
+            "consistentHash picks hosts itself (Maglev): leave lb unset",
+        );
+    }
     let lb = match &c.lb {
+        _ if hash.is_some() => LbPolicy::Maglev,
         None | Some(doc::LbPolicy::RoundRobin) => LbPolicy::RoundRobin,
         Some(doc::LbPolicy::LeastRequest) => LbPolicy::LeastRequest,
         Some(doc::LbPolicy::Random) => LbPolicy::Random,
@@ -1144,16 +1311,8 @@ fn cluster(
             UpstreamProtocol::Http1
         }
     };
-    if let Some(o) = &c.outlier_detection {
+    let outlier = c.outlier_detection.as_ref().map(|o| {
         let op = path.field("outlierDetection");
-        for (field, d) in [
-            ("interval", &o.interval),
-            ("baseEjectionTime", &o.base_ejection_time),
-        ] {
-            if let Some(d) = d {
-                checks::duration(&op.field(field), d, true, report);
-            }
-        }
         if let Some(p) = o.max_ejection_percent
             && p > 100
         {
@@ -1162,14 +1321,58 @@ fn cluster(
                 format!("{p} is not a percentage: use 0-100"),
             );
         }
-    }
+        // Istio's defaults.
+        Outlier {
+            consecutive_5xx: o.consecutive_5xx_errors.unwrap_or(5),
+            consecutive_gateway: o.consecutive_gateway_errors.unwrap_or(0),
+            interval: duration_or(
+                &op.field("interval"),
+                o.interval.as_deref(),
+                Duration::from_secs(10),
+                report,
+            ),
+            base_ejection_time: duration_or(
+                &op.field("baseEjectionTime"),
+                o.base_ejection_time.as_deref(),
+                Duration::from_secs(30),
+                report,
+            ),
+            max_ejection_percent: o.max_ejection_percent.unwrap_or(10).min(100),
+        }
+    });
+    let health_check = c.health_check.as_ref().map(|h| {
+        let hp = path.field("healthCheck");
+        let interval = duration_or(
+            &hp.field("interval"),
+            h.interval.as_deref(),
+            Duration::from_secs(5),
+            report,
+        );
+        let timeout = duration_or(
+            &hp.field("timeout"),
+            h.timeout.as_deref(),
+            Duration::from_secs(1),
+            report,
+        );
+        HealthCheck {
+            path: h.path.clone(),
+            expected_statuses: if h.expected_statuses.is_empty() {
+                vec![200]
+            } else {
+                h.expected_statuses.clone()
+            },
+            interval,
+            timeout,
+            healthy_threshold: h.healthy_threshold.unwrap_or(1).max(1),
+            unhealthy_threshold: h.unhealthy_threshold.unwrap_or(2).max(1),
+        }
+    });
+    let limits = match &c.connection_pool {
+        None => ConnectionLimits::default(),
+        Some(p) => connection_limits(p, &path.field("connectionPool"), report),
+    };
     if let Some(h) = &c.health_check {
         let hp = path.field("healthCheck");
-        for (field, d) in [("interval", &h.interval), ("timeout", &h.timeout)] {
-            if let Some(d) = d {
-                checks::duration(&hp.field(field), d, true, report);
-            }
-        }
         if let Some(p) = &h.path {
             starts_with_slash(&hp.field("path"), p, report);
         } else if !h.expected_statuses.is_empty() {
@@ -1198,7 +1401,122 @@ fn cluster(
         connect_timeout,
         protocol,
         tls,
+        members,
+        localities,
+        outlier,
+        health_check,
+        limits,
+        hash,
     })
+}
+
+fn connection_limits(
+    p: &doc::ConnectionPool,
+    path: &FieldPath,
+    report: &mut Report,
+) -> ConnectionLimits {
+    let d = ConnectionLimits::default();
+    let budget = p.retry_budget.as_ref();
+    let percent = budget
+        .and_then(|b| b.percent)
+        .unwrap_or(d.retry_budget_percent);
+    if !(0.0..=100.0).contains(&percent) {
+        report.error(
+            &path.field("retryBudget").field("percent"),
+            format!("{percent} is not a percentage: use 0-100"),
+        );
+    }
+    if let Some(n) = p.max_requests_per_connection
+        && n > 1
+    {
+        // Accepted (Istio writes it) but not enforced: say so rather than pretend.
+        tracing::warn!(
+            field = %path.field("maxRequestsPerConnection"),
+            "maxRequestsPerConnection above 1 is not enforced; connections are reused until idle"
+        );
+    }
+    ConnectionLimits {
+        max_connections: p.max_connections.unwrap_or(d.max_connections),
+        max_pending: p.http1_max_pending_requests.unwrap_or(d.max_pending),
+        max_requests: p.http2_max_requests.unwrap_or(d.max_requests),
+        max_requests_per_connection: p
+            .max_requests_per_connection
+            .unwrap_or(d.max_requests_per_connection),
+        max_retries: p.max_retries.unwrap_or(d.max_retries),
+        retry_budget_percent: percent,
+        min_retry_concurrency: budget
+            .and_then(|b| b.min_retry_concurrency)
+            .unwrap_or(d.min_retry_concurrency),
+    }
+}
+
+fn hash_policy(
+    h: &doc::ConsistentHash,
+    path: &FieldPath,
+    report: &mut Report,
+) -> Option<HashPolicy> {
+    let set = [
+        h.http_header_name.is_some(),
+        h.http_cookie.is_some(),
+        h.use_source_ip,
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if set != 1 {
+        report.error(
+            path,
+            "set exactly one of httpHeaderName, httpCookie or useSourceIp",
+        );
+        return None;
+    }
+    if let Some(name) = &h.http_header_name {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            report.error(
+                &path.field("httpHeaderName"),
+                format!("{name:?} is not a header name"),
+            );
+            return None;
+        }
+        return Some(HashPolicy::Header(name.to_ascii_lowercase()));
+    }
+    if let Some(c) = &h.http_cookie {
+        let cp = path.field("httpCookie");
+        let valid_name = !c.name.is_empty()
+            && c.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !valid_name {
+            report.error(
+                &cp.field("name"),
+                format!(
+                    "{:?} is not a cookie name: use letters, digits, - _ .",
+                    c.name
+                ),
+            );
+        }
+        let Some(ttl) = c.ttl.as_deref() else {
+            report.error(
+                &cp.field("ttl"),
+                "give the cookie a ttl: the gateway issues it when a request has none",
+            );
+            return None;
+        };
+        let ttl = duration_or(
+            &cp.field("ttl"),
+            Some(ttl),
+            Duration::from_secs(3600),
+            report,
+        );
+        let cookie_path = c.path.clone().unwrap_or_else(|| "/".to_owned());
+        starts_with_slash(&cp.field("path"), &cookie_path, report);
+        return Some(HashPolicy::Cookie {
+            name: c.name.clone(),
+            ttl,
+            path: cookie_path,
+        });
+    }
+    Some(HashPolicy::SourceIp)
 }
 
 fn upstream_tls(

@@ -17,7 +17,13 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::Shared;
 use super::upstream::{UpstreamBody, random, request_id};
-use crate::config::{Action, HeaderEdits, Redirect};
+use crate::config::{Action, HashPolicy, HeaderEdits, Redirect};
+use crate::lb::breaker::RequestPermit;
+use crate::lb::maglev;
+use crate::lb::outlier::Outcome;
+use crate::lb::retry::{
+    Attempt, MAX_OVERRIDE_RETRIES, RetryOn, budget_allows, parse_override, retriable,
+};
 use crate::metrics::RequestLabels;
 use crate::route::{self, Decision, RequestHead};
 
@@ -76,6 +82,9 @@ pub struct ConnInfo {
     pub sni: Option<Arc<str>>,
     /// The listener's request-duration histogram, looked up once per connection.
     pub duration: prometheus_client::metrics::histogram::Histogram,
+    /// Whether the client is in the listener's `trustedSources` (its `x-envoy-*` override
+    /// headers are honoured).
+    pub trusted: bool,
 }
 
 /// The fields of one access log line, filled in as the request progresses.
@@ -385,6 +394,75 @@ async fn handle(
     res
 }
 
+/// Request bodies up to this size (declared up front) are kept in memory so that a retry or a
+/// mirror copy can send them again; larger or chunked bodies stream once, without retries or
+/// mirroring.
+const REPLAY_BODY_LIMIT: u64 = 1024 * 1024;
+
+/// `x-envoy-*` request headers that steer this hop: honoured from trusted sources only, and
+/// never forwarded.
+const OVERRIDE_RETRIES: &str = "x-envoy-max-retries";
+const OVERRIDE_TIMEOUT: &str = "x-envoy-upstream-rq-timeout-ms";
+
+/// Whether a share of `ppm` parts per million is hit.
+fn hit(ppm: u32) -> bool {
+    ppm >= 1_000_000 || (random() % 1_000_000) < u64::from(ppm)
+}
+
+/// Holds a circuit-breaker permit until the response body is done.
+struct PermitBody {
+    inner: ResBody,
+    _permit: RequestPermit,
+}
+
+impl Body for PermitBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The value of cookie `name` in the request's Cookie headers.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The Host of a mirrored request: `-shadow` appended to the host name (before any port).
+pub fn shadow_host(host: &str) -> String {
+    let (name, port) = route::split_host_port(host);
+    match port {
+        Some(p) if !name.is_empty() => format!("{name}-shadow:{p}"),
+        _ => format!("{host}-shadow"),
+    }
+}
+
+/// What one upstream attempt produced.
+enum Tried {
+    Answer(Response<Incoming>),
+    Failed(Attempt),
+    TooLarge,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn forward(
     shared: &Shared,
@@ -399,30 +477,67 @@ async fn forward(
     log: &mut AccessLog,
 ) -> Response<ResBody> {
     let limit = shared.limits.max_request_body;
-    if let Some(len) = req.body().size_hint().exact().or_else(|| {
+    let declared = req.body().size_hint().exact().or_else(|| {
         req.headers()
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok())
-    }) && len > limit
+    });
+    if let Some(len) = declared
+        && len > limit
     {
         return full(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
     }
-    let Some((index, endpoint)) = cluster.pick(random()) else {
-        log.response_flags = "UH";
-        return full(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
-    };
-    if log.enabled {
-        log.upstream_host = endpoint.to_string();
+    if let Some(f) = &fwd.fault {
+        if let Some((delay, ppm)) = f.delay
+            && hit(ppm)
+        {
+            log.response_flags = "DI";
+            tokio::time::sleep(delay).await;
+        }
+        if let Some((status, ppm)) = f.abort
+            && hit(ppm)
+        {
+            log.response_flags = "FI";
+            return full(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                "fault filter abort",
+            );
+        }
     }
-    let uri = match query {
-        Some(q) => format!("http://{endpoint}{path}?{q}"),
-        None => format!("http://{endpoint}{path}"),
-    };
-    let Ok(uri) = uri.parse::<Uri>() else {
-        return full(StatusCode::BAD_REQUEST, "request path cannot be forwarded");
-    };
     let (mut parts, body) = req.into_parts();
     let mut headers = std::mem::take(&mut parts.headers);
+
+    // Per-request overrides: trusted callers only (see docs/gateway.md, "Retries").
+    let mut retries = fwd.retries.clone();
+    let mut timeout = fwd.timeout;
+    if headers.contains_key(OVERRIDE_RETRIES) || headers.contains_key(OVERRIDE_TIMEOUT) {
+        if conn.trusted {
+            if let Some(n) = headers
+                .get(OVERRIDE_RETRIES)
+                .and_then(|v| parse_override(v.as_bytes()))
+            {
+                let n = n.min(u64::from(MAX_OVERRIDE_RETRIES)) as u32;
+                let mut p = retries.unwrap_or(crate::config::RetryPolicy {
+                    attempts: 0,
+                    per_try_timeout: None,
+                    retry_on: RetryOn::FIVE_XX,
+                    retriable_status_codes: Vec::new(),
+                });
+                p.attempts = n;
+                retries = Some(p);
+            }
+            if let Some(ms) = headers
+                .get(OVERRIDE_TIMEOUT)
+                .and_then(|v| parse_override(v.as_bytes()))
+            {
+                timeout = (ms > 0).then(|| std::time::Duration::from_millis(ms));
+            }
+        }
+        headers.remove(OVERRIDE_RETRIES);
+        headers.remove(OVERRIDE_TIMEOUT);
+    }
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+
     strip_hop_by_hop(&mut headers);
     // Host: the rewrite, else what the client addressed (HTTP/2 clients send only :authority).
     let host_value = fwd.host_rewrite.as_deref().unwrap_or(host);
@@ -464,39 +579,229 @@ async fn forward(
     log.request_id = rid;
     edit_headers(&mut headers, edits);
 
-    let body: UpstreamBody = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
-        .map_err(|e| e as Box<dyn std::error::Error + Send + Sync>)
-        .boxed();
-    let mut up = Request::new(body);
-    *up.method_mut() = parts.method;
-    *up.uri_mut() = uri;
-    *up.headers_mut() = headers;
-    *up.version_mut() = Version::HTTP_11;
-
-    let guard = cluster.track(index);
-    let active = &cluster.metrics().in_flight;
-    active.inc();
-    let sent = cluster.client().request(up);
-    let deadline = fwd.timeout.map(|t| tokio::time::Instant::now() + t);
-    let result = match fwd.timeout {
-        Some(t) => match tokio::time::timeout(t, sent).await {
-            Ok(r) => r,
-            Err(_) => {
-                active.dec();
-                drop(guard);
-                log.response_flags = "UT";
-                return full(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
+    // Consistent hashing: the key, and a cookie to issue when the request has none.
+    let mut issue_cookie = None;
+    let key = match &cluster.config.hash {
+        None => None,
+        Some(HashPolicy::Header(name)) => headers
+            .get(name.as_str())
+            .map(|v| maglev::hash(v.as_bytes())),
+        Some(HashPolicy::SourceIp) => Some(maglev::hash(conn.peer.ip().to_string().as_bytes())),
+        Some(HashPolicy::Cookie { name, ttl, path }) => match cookie(&headers, name) {
+            Some(v) => Some(maglev::hash(v.as_bytes())),
+            None => {
+                let value = format!("{:016x}", random());
+                let key = maglev::hash(value.as_bytes());
+                issue_cookie = Some(format!(
+                    "{name}={value}; Max-Age={}; Path={path}; HttpOnly",
+                    ttl.as_secs()
+                ));
+                Some(key)
             }
         },
-        None => sent.await,
     };
-    active.dec();
-    drop(guard);
-    match result {
-        Ok(res) => {
+    let picked = match key {
+        Some(k) => cluster.pick_hash(k),
+        None => cluster.pick(random()),
+    };
+    let Some((mut index, mut endpoint)) = picked else {
+        log.response_flags = "UH";
+        return full(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+    };
+
+    // Circuit breaking: a request slot, or overflow.
+    let permit = if cluster.config.limits.limits_requests() {
+        let may_wait = cluster.config.protocol == crate::config::UpstreamProtocol::Http1;
+        let wait = cluster.breaker.request(may_wait);
+        let got = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, wait).await {
+                Ok(p) => p,
+                Err(_) => {
+                    log.response_flags = "UT";
+                    return full(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
+                }
+            },
+            None => wait.await,
+        };
+        match got {
+            Some(p) => Some(p),
+            None => {
+                cluster.metrics().overflow.inc();
+                log.response_flags = "UO";
+                let mut res = full(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+                );
+                res.headers_mut()
+                    .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+                return res;
+            }
+        }
+    } else {
+        None
+    };
+
+    // A body that may be sent more than once is read into memory first.
+    let replay = (retries.is_some() || fwd.mirror.is_some())
+        && declared.is_some_and(|n| n <= REPLAY_BODY_LIMIT);
+    let mut stream_body = None;
+    let mut buffered = Bytes::new();
+    if replay {
+        match Limited::new(body, REPLAY_BODY_LIMIT as usize)
+            .collect()
+            .await
+        {
+            Ok(b) => buffered = b.to_bytes(),
+            Err(_) => return full(StatusCode::BAD_REQUEST, "request body could not be read"),
+        }
+    } else {
+        let b: UpstreamBody = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+            .map_err(|e| e as Box<dyn std::error::Error + Send + Sync>)
+            .boxed();
+        stream_body = Some(b);
+    }
+
+    if let Some(m) = &fwd.mirror
+        && replay
+        && hit(m.ppm)
+    {
+        mirror(
+            shared, m, &parts, &headers, &buffered, path, query, host_value,
+        );
+    }
+
+    let max_attempts = if replay {
+        1 + retries.as_ref().map_or(0, |r| r.attempts)
+    } else {
+        1
+    };
+    let mut tried: Vec<usize> = Vec::new();
+    let mut retry_permit = None;
+    let mut attempt = 0;
+    let result = loop {
+        attempt += 1;
+        if log.enabled {
+            log.upstream_host = endpoint.to_string();
+        }
+        let uri = match query {
+            Some(q) => format!("http://{endpoint}{path}?{q}"),
+            None => format!("http://{endpoint}{path}"),
+        };
+        let Ok(uri) = uri.parse::<Uri>() else {
+            return full(StatusCode::BAD_REQUEST, "request path cannot be forwarded");
+        };
+        let last = attempt >= max_attempts;
+        let body = match stream_body.take() {
+            Some(b) => b,
+            None => Full::new(buffered.clone())
+                .map_err(|never: Infallible| match never {})
+                .boxed(),
+        };
+        let mut up = Request::new(body);
+        *up.method_mut() = parts.method.clone();
+        *up.uri_mut() = uri;
+        *up.headers_mut() = if last && !replay {
+            std::mem::take(&mut headers)
+        } else {
+            headers.clone()
+        };
+        *up.version_mut() = Version::HTTP_11;
+
+        let guard = cluster.track(index);
+        let active = &cluster.metrics().in_flight;
+        active.inc();
+        let sent = cluster.client().request(up);
+        let per_try = retries.as_ref().and_then(|r| r.per_try_timeout);
+        let try_deadline = match (per_try, deadline) {
+            (Some(t), Some(at)) => Some((tokio::time::Instant::now() + t).min(at)),
+            (Some(t), None) => Some(tokio::time::Instant::now() + t),
+            (None, at) => at,
+        };
+        let outcome = match try_deadline {
+            Some(at) => match tokio::time::timeout_at(at, sent).await {
+                Ok(r) => r.map_err(Some),
+                Err(_) => Err(None),
+            },
+            None => sent.await.map_err(Some),
+        };
+        active.dec();
+        drop(guard);
+        let tried_now = match outcome {
+            Ok(res) => Tried::Answer(res),
+            Err(None) => Tried::Failed(Attempt::Timeout),
+            Err(Some(e)) if body_too_large(&e) => Tried::TooLarge,
+            Err(Some(e)) => {
+                cluster.metrics().failures.inc();
+                let chain = error_chain(&e);
+                tracing::warn!(
+                    cluster = %cluster.config.name,
+                    upstream_host = %endpoint,
+                    error = %chain,
+                    "upstream request failed"
+                );
+                let kind = if e.is_connect() {
+                    Attempt::ConnectFailure
+                } else {
+                    Attempt::Reset
+                };
+                Tried::Failed(kind)
+            }
+        };
+        let what = match &tried_now {
+            Tried::Answer(res) => Attempt::Status(res.status().as_u16()),
+            Tried::Failed(kind) => *kind,
+            Tried::TooLarge => break tried_now,
+        };
+        cluster.record(
+            index,
+            match what {
+                Attempt::Status(s) => Outcome::Status(s),
+                _ => Outcome::LocalFailure,
+            },
+        );
+        let Some(policy) = retries.as_ref() else {
+            break tried_now;
+        };
+        if last || !retriable(policy.retry_on, &policy.retriable_status_codes, what) {
+            break tried_now;
+        }
+        if deadline.is_some_and(|at| tokio::time::Instant::now() >= at) {
+            break tried_now;
+        }
+        // The retry budget: retries in flight against requests in flight.
+        let limits = &cluster.config.limits;
+        let requests = cluster.metrics().in_flight.get().max(0) as u64 + 1;
+        if retry_permit.is_none() {
+            retry_permit = cluster.breaker.try_retry(|active| {
+                budget_allows(
+                    requests,
+                    active,
+                    limits.retry_budget_percent,
+                    limits.min_retry_concurrency,
+                    limits.max_retries,
+                )
+            });
+            if retry_permit.is_none() {
+                cluster.metrics().retries_overflow.inc();
+                break tried_now;
+            }
+        }
+        cluster.metrics().retries.inc();
+        tried.push(index);
+        let Some((i, e)) = cluster.pick_other(&tried) else {
+            break tried_now;
+        };
+        (index, endpoint) = (i, e);
+    };
+    drop(retry_permit);
+    let mut res = match result {
+        Tried::Answer(res) => {
             let (mut parts, body) = res.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             parts.version = Version::HTTP_11;
+            if attempt > 1 && parts.status.is_server_error() {
+                log.response_flags = "URX";
+            }
             let body = match deadline {
                 Some(at) => DeadlineBody {
                     inner: body,
@@ -507,25 +812,97 @@ async fn forward(
             };
             Response::from_parts(parts, body)
         }
-        Err(e) if body_too_large(&e) => {
-            full(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+        Tried::TooLarge => full(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+        Tried::Failed(Attempt::Timeout) => {
+            log.response_flags = "UT";
+            full(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout")
         }
-        Err(e) => {
-            cluster.metrics().failures.inc();
-            let chain = error_chain(&e);
-            tracing::warn!(
-                cluster = %cluster.config.name,
-                upstream_host = %endpoint,
-                error = %chain,
-                "upstream request failed"
-            );
-            log.response_flags = if e.is_connect() { "UF" } else { "UC" };
+        Tried::Failed(kind) => {
+            log.response_flags = if kind == Attempt::ConnectFailure {
+                "UF"
+            } else {
+                "UC"
+            };
             full(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "upstream connect error or disconnect/reset before headers",
             )
         }
+    };
+    if let Some(c) = issue_cookie
+        && let Ok(v) = HeaderValue::from_str(&c)
+    {
+        res.headers_mut().append(http::header::SET_COOKIE, v);
     }
+    match permit {
+        Some(p) => {
+            let (parts, body) = res.into_parts();
+            Response::from_parts(
+                parts,
+                PermitBody {
+                    inner: body,
+                    _permit: p,
+                }
+                .boxed(),
+            )
+        }
+        None => res,
+    }
+}
+
+/// Sends a copy of the request to the mirror cluster, fire and forget: its answer (or
+/// failure) is discarded and never delays the original.
+#[allow(clippy::too_many_arguments)]
+fn mirror(
+    shared: &Shared,
+    m: &crate::config::Mirror,
+    parts: &http::request::Parts,
+    headers: &HeaderMap,
+    body: &Bytes,
+    path: &str,
+    query: Option<&str>,
+    host: &str,
+) {
+    let state = shared.state.load();
+    let Some(cluster) = state.clusters.get(&m.cluster).cloned() else {
+        return;
+    };
+    let Some((_, endpoint)) = cluster.pick(random()) else {
+        return;
+    };
+    let uri = match query {
+        Some(q) => format!("http://{endpoint}{path}?{q}"),
+        None => format!("http://{endpoint}{path}"),
+    };
+    let Ok(uri) = uri.parse::<Uri>() else {
+        return;
+    };
+    let mut headers = headers.clone();
+    if let Ok(v) = HeaderValue::from_str(&shadow_host(host)) {
+        headers.insert(HOST, v);
+    }
+    let mut up = Request::new(
+        Full::new(body.clone())
+            .map_err(|never: Infallible| match never {})
+            .boxed(),
+    );
+    *up.method_mut() = parts.method.clone();
+    *up.uri_mut() = uri;
+    *up.headers_mut() = headers;
+    *up.version_mut() = Version::HTTP_11;
+    tokio::spawn(async move {
+        let sent = cluster.client().request(up);
+        match tokio::time::timeout(std::time::Duration::from_secs(30), sent).await {
+            Ok(Ok(res)) => {
+                // Read the answer so the connection can be reused.
+                let _ = res.into_body().collect().await;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(cluster = %cluster.config.name, error = %e, "mirror request failed");
+            }
+            Err(_) => {}
+        }
+    });
 }
 
 /// Whether forwarding failed because a streamed (chunked) request body passed the limit.

@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use super::upstream::{UpstreamCluster, random};
 use super::{Shared, State};
 use crate::config::{ListenerKind, SniRoute};
+use crate::lb::outlier::Outcome;
 use crate::sni::{MAX_CLIENT_HELLO, Peek, peek_sni};
 
 /// How long a client may take to send its ClientHello.
@@ -90,10 +91,20 @@ async fn read_hello(stream: &mut TcpStream) -> Result<(Vec<u8>, Option<String>),
 }
 
 async fn connect(cluster: &UpstreamCluster) -> Result<TcpStream, StreamError> {
-    let (_, ep) = cluster
+    let (i, ep) = cluster
         .pick(random())
         .ok_or_else(|| StreamError::NoEndpoint(cluster.config.name.clone()))?;
-    Ok(cluster.connect_tcp(&ep.to_string()).await?)
+    // Connect results feed outlier detection (a connect is the only signal a TCP proxy has).
+    match cluster.connect_tcp(&ep.to_string()).await {
+        Ok(s) => {
+            cluster.record(i, Outcome::Status(200));
+            Ok(s)
+        }
+        Err(e) => {
+            cluster.record(i, Outcome::LocalFailure);
+            Err(e.into())
+        }
+    }
 }
 
 /// Serves one connection of a TLS_PASSTHROUGH or TCP listener.

@@ -3,10 +3,12 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use bytes::Bytes;
 use hickory_resolver::TokioResolver;
@@ -25,6 +27,11 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::config::{Cluster, Endpoint, LbPolicy, UpstreamProtocol};
+use crate::lb::breaker::Breaker;
+use crate::lb::health::{HostHealth, Probe, classify};
+use crate::lb::maglev;
+use crate::lb::outlier::{Counters, Ejections, Outcome};
+use crate::lb::table::{GroupSpec, HostSpec, Policy, Table};
 use crate::tls::{self, TlsError};
 
 /// The request body type sent upstream.
@@ -34,13 +41,31 @@ pub type UpstreamBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A cluster ready to take requests.
+///
+/// Host choice reads a [`Table`] swapped whole (`ArcSwap`) whenever host health changes, so a
+/// request takes no lock; outlier counters are per-host atomics, and only an ejection, the
+/// outlier interval and health-check transitions take the `health` mutex.
 pub struct UpstreamCluster {
     /// Its configuration.
     pub config: Cluster,
     client: Client<Connector, UpstreamBody>,
     client_connector: Connector,
-    next: AtomicUsize,
     active: Vec<AtomicUsize>,
+    specs: Vec<HostSpec>,
+    groups: Vec<GroupSpec>,
+    policy: Policy,
+    table: ArcSwap<Table>,
+    counters: Vec<Counters>,
+    health: Mutex<HealthState>,
+    /// Circuit-breaker counters (requests, pending, retries).
+    pub breaker: Arc<Breaker>,
+}
+
+/// Slow-path health state: ejections and active health-check results.
+#[derive(Debug)]
+struct HealthState {
+    ejections: Ejections,
+    checks: Vec<HostHealth>,
 }
 
 /// Why connecting upstream failed.
@@ -116,6 +141,20 @@ pub struct PoolMetrics {
     pub in_flight: Gauge,
     /// Connect, TLS or protocol failures.
     pub failures: Counter,
+    /// Outlier ejections.
+    pub ejections: Counter,
+    /// Hosts ejected now.
+    pub ejected: Gauge,
+    /// Hosts taking traffic now.
+    pub healthy: Gauge,
+    /// Failed health checks.
+    pub health_check_failures: Counter,
+    /// Retries made.
+    pub retries: Counter,
+    /// Retries refused by the budget.
+    pub retries_overflow: Counter,
+    /// Requests refused by the circuit breaker.
+    pub overflow: Counter,
 }
 
 /// A plain or TLS upstream connection.
@@ -402,24 +441,225 @@ impl UpstreamCluster {
             resolver,
             tls,
         }));
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .http2_only(h2)
-            .set_host(false)
-            .build(connector.clone());
+            .set_host(false);
+        if config.limits.max_requests_per_connection == 1 {
+            // One request per connection: nothing goes back to the pool.
+            builder.pool_max_idle_per_host(0);
+        }
+        let client = builder.build(connector.clone());
+        let specs: Vec<HostSpec> = config
+            .endpoints
+            .iter()
+            .zip(&config.members)
+            .map(|(e, m)| HostSpec {
+                group: m.group,
+                weight: m.weight.max(1),
+                key: maglev::hash(e.to_string().as_bytes()),
+            })
+            .collect();
+        let groups: Vec<GroupSpec> = config
+            .localities
+            .iter()
+            .map(|g| GroupSpec {
+                priority: g.priority,
+                weight: g.weight,
+            })
+            .collect();
+        let policy = match config.lb {
+            LbPolicy::RoundRobin | LbPolicy::Maglev => Policy::RoundRobin,
+            LbPolicy::Random => Policy::Random,
+            LbPolicy::LeastRequest => Policy::LeastRequest,
+        };
+        let maglev = config.lb == LbPolicy::Maglev;
+        let table = Table::build(&specs, &groups, &|_| true, maglev);
+        connector.pool.healthy.set(table.healthy() as i64);
+        connector.pool.ejected.set(0);
+        let n = config.endpoints.len();
+        let limits = &config.limits;
+        let max_requests = if h2 {
+            limits.max_requests
+        } else {
+            limits.max_connections
+        };
         Ok(UpstreamCluster {
             config: config.clone(),
             client,
             client_connector: connector,
-            next: AtomicUsize::new(0),
-            active: config
-                .endpoints
-                .iter()
-                .map(|_| AtomicUsize::new(0))
-                .collect(),
+            active: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+            specs,
+            groups,
+            policy,
+            table: ArcSwap::from_pointee(table),
+            counters: (0..n).map(|_| Counters::default()).collect(),
+            health: Mutex::new(HealthState {
+                ejections: Ejections::new(n),
+                checks: vec![HostHealth::default(); n],
+            }),
+            breaker: Arc::new(Breaker::new(max_requests, limits.max_pending)),
         })
+    }
+
+    /// Starts the cluster's background work — the outlier-detection interval and active
+    /// health checks — for as long as the cluster is in service (the tasks hold a weak
+    /// reference and end when the cluster is dropped). Needs a tokio runtime; without one
+    /// (configuration checks) nothing starts.
+    pub fn start_background(self: &Arc<Self>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if let Some(o) = &self.config.outlier {
+            let weak = Arc::downgrade(self);
+            let interval = o.interval;
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let Some(c) = weak.upgrade() else { return };
+                    c.outlier_tick();
+                }
+            });
+        }
+        if let Some(hc) = &self.config.health_check {
+            for i in 0..self.config.endpoints.len() {
+                let weak = Arc::downgrade(self);
+                let interval = hc.interval;
+                rt.spawn(async move {
+                    let mut tick = tokio::time::interval(interval);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tick.tick().await;
+                        let Some(c) = weak.upgrade() else { return };
+                        let probe = c.health_check(i).await;
+                        c.health_result(i, probe);
+                    }
+                });
+            }
+        }
+    }
+
+    /// Rebuilds the pick table from the health state; called with the state locked.
+    fn rebuild(&self, h: &HealthState) {
+        let healthy =
+            |i: usize| !h.ejections.is_ejected(i) && h.checks.get(i).is_none_or(|c| c.healthy);
+        let table = Table::build(
+            &self.specs,
+            &self.groups,
+            &healthy,
+            self.config.lb == LbPolicy::Maglev,
+        );
+        let m = &self.client_connector.pool;
+        m.healthy.set(table.healthy() as i64);
+        m.ejected.set(h.ejections.ejected() as i64);
+        self.table.store(Arc::new(table));
+    }
+
+    /// Records the outcome of a request to host `i` for outlier detection.
+    pub fn record(&self, i: usize, outcome: Outcome) {
+        let Some(cfg) = &self.config.outlier else {
+            return;
+        };
+        let Some(c) = self.counters.get(i) else {
+            return;
+        };
+        if !c.record(outcome, cfg) {
+            return;
+        }
+        c.reset();
+        let Ok(mut h) = self.health.lock() else {
+            return;
+        };
+        if h.ejections.eject(i, Instant::now(), cfg) {
+            self.client_connector.pool.ejections.inc();
+            tracing::warn!(
+                cluster = %self.config.name,
+                upstream_host = %self.config.endpoints.get(i).map(ToString::to_string).unwrap_or_default(),
+                "outlier detection ejected the host"
+            );
+            self.rebuild(&h);
+        }
+    }
+
+    /// The outlier interval: ejected hosts whose time is up return.
+    fn outlier_tick(&self) {
+        let Some(cfg) = &self.config.outlier else {
+            return;
+        };
+        let Ok(mut h) = self.health.lock() else {
+            return;
+        };
+        if h.ejections.tick(Instant::now(), cfg) {
+            tracing::info!(cluster = %self.config.name, "ejected hosts returned to service");
+            self.rebuild(&h);
+        }
+    }
+
+    /// One active health check of host `i`.
+    async fn health_check(&self, i: usize) -> Probe {
+        let (Some(hc), Some(endpoint)) = (&self.config.health_check, self.config.endpoints.get(i))
+        else {
+            return Probe::Pass;
+        };
+        let authority = endpoint.to_string();
+        let Some(path) = &hc.path else {
+            let c = &self.client_connector;
+            return match connect_tcp(&authority, hc.timeout, c.resolver.as_ref()).await {
+                Ok(_) => Probe::Pass,
+                Err(_) => Probe::Fail,
+            };
+        };
+        let Ok(uri) = format!("http://{authority}{path}").parse::<Uri>() else {
+            return Probe::Fail;
+        };
+        let mut req = http::Request::new(UpstreamBody::default());
+        *req.uri_mut() = uri;
+        if let Ok(v) = http::HeaderValue::from_str(&self.config.name) {
+            req.headers_mut().insert(http::header::HOST, v);
+        }
+        req.headers_mut().insert(
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static("causeway-health-check"),
+        );
+        match tokio::time::timeout(hc.timeout, self.client.request(req)).await {
+            Ok(Ok(res)) => classify(res.status().as_u16(), &hc.expected_statuses),
+            _ => Probe::Fail,
+        }
+    }
+
+    fn health_result(&self, i: usize, probe: Probe) {
+        let Some(hc) = &self.config.health_check else {
+            return;
+        };
+        if probe != Probe::Pass {
+            self.client_connector.pool.health_check_failures.inc();
+        }
+        let Ok(mut h) = self.health.lock() else {
+            return;
+        };
+        let Some(state) = h.checks.get_mut(i) else {
+            return;
+        };
+        if state.observe(probe, hc.healthy_threshold, hc.unhealthy_threshold) {
+            tracing::warn!(
+                cluster = %self.config.name,
+                upstream_host = %self.config.endpoints.get(i).map(ToString::to_string).unwrap_or_default(),
+                healthy = state.healthy,
+                "active health check changed the host's state"
+            );
+            self.rebuild(&h);
+        }
+    }
+
+    /// Hosts taking traffic now.
+    pub fn healthy_hosts(&self) -> usize {
+        self.table.load().healthy()
     }
 
     /// Opens a plain TCP connection to `authority` (TCP and passthrough listeners).
@@ -438,24 +678,47 @@ impl UpstreamCluster {
         &self.client
     }
 
-    /// Picks an endpoint by the cluster's policy; `roll` is a random number.
+    /// Picks a healthy endpoint by priority, locality weight and the cluster's policy; `roll`
+    /// is a random number. `None` when no host is healthy.
     pub fn pick(&self, roll: u64) -> Option<(usize, &Endpoint)> {
-        let n = self.config.endpoints.len();
-        if n == 0 {
-            return None;
-        }
-        let i = match self.config.lb {
-            LbPolicy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % n,
-            LbPolicy::Random => (roll % n as u64) as usize,
-            LbPolicy::LeastRequest => {
-                // Power of two choices: nearly as good as a full scan, O(1), no herding.
-                let a = (roll % n as u64) as usize;
-                let b = ((roll >> 32) % n as u64) as usize;
-                let load = |i: usize| self.active.get(i).map_or(0, |c| c.load(Ordering::Relaxed));
-                if load(b) < load(a) { b } else { a }
-            }
-        };
+        let load = |i: usize| self.active.get(i).map_or(0, |c| c.load(Ordering::Relaxed));
+        let mut first = Some(roll);
+        let mut rng = || first.take().unwrap_or_else(random);
+        let i = self.table.load().pick(self.policy, &mut rng, &load)?;
         self.config.endpoints.get(i).map(|e| (i, e))
+    }
+
+    /// Picks the endpoint for a consistent-hash key.
+    pub fn pick_hash(&self, key_hash: u64) -> Option<(usize, &Endpoint)> {
+        let i = self.table.load().pick_hash(key_hash)?;
+        self.config.endpoints.get(i).map(|e| (i, e))
+    }
+
+    /// Picks for a retry: hosts in `tried` count as unhealthy for this choice, so the retry
+    /// goes to another host when one exists (priorities and locality weights shift as they
+    /// would if those hosts were down). Falls back to any healthy host.
+    pub fn pick_other(&self, tried: &[usize]) -> Option<(usize, &Endpoint)> {
+        let alternative = match self.health.lock() {
+            Ok(h) => {
+                let ok = |i: usize| {
+                    !tried.contains(&i)
+                        && !h.ejections.is_ejected(i)
+                        && h.checks.get(i).is_none_or(|c| c.healthy)
+                };
+                Table::build(&self.specs, &self.groups, &ok, false)
+            }
+            Err(_) => return self.pick(random()),
+        };
+        let load = |i: usize| self.active.get(i).map_or(0, |c| c.load(Ordering::Relaxed));
+        let policy = match self.policy {
+            // A fresh table's round-robin counters start at 0: pick at random instead.
+            Policy::RoundRobin => Policy::Random,
+            p => p,
+        };
+        match alternative.pick(policy, &mut random, &load) {
+            Some(i) => self.config.endpoints.get(i).map(|e| (i, e)),
+            None => self.pick(random()),
+        }
     }
 
     /// Counts a request in flight on endpoint `i` until the guard drops.

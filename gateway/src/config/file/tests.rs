@@ -470,8 +470,8 @@ fn documented_example_loads() {
     assert_eq!(c.clusters.len(), 5);
 }
 
-/// Certificates by secret name, locality-grouped endpoints and the fields the gateway does not
-/// act on yet all compile; wrong references are reported with their paths.
+/// Certificates by secret name, locality-grouped endpoints, outlier detection, health checks
+/// and retries compile; wrong references are reported with their paths.
 #[test]
 fn secrets_and_locality_endpoints_compile() {
     let ca = ca();
@@ -518,8 +518,17 @@ secrets:
     );
     let c = Config::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e}"));
     let cl = &c.clusters["c"];
-    // The most preferred priority only, until locality balancing lands.
-    assert_eq!(cl.endpoints.len(), 2);
+    // Every priority is kept, each endpoint with its locality group.
+    assert_eq!(cl.endpoints.len(), 3);
+    let groups: Vec<usize> = cl.members.iter().map(|m| m.group).collect();
+    assert_eq!(groups, [0, 0, 1]);
+    assert_eq!(cl.localities[0].weight, Some(99));
+    assert_eq!(cl.localities[1].priority, 1);
+    assert_eq!(cl.outlier.as_ref().unwrap().consecutive_5xx, 3);
+    let Action::Forward(f) = &c.virtual_hosts[0].routes[0].action else {
+        panic!()
+    };
+    assert_eq!(f.retries.as_ref().unwrap().attempts, 2);
     assert_eq!(cl.tls.as_ref().unwrap().ca.source, "secret:root");
     let ListenerKind::Https { tls, .. } = &c.listeners[0].kind else {
         panic!()
@@ -544,6 +553,85 @@ secrets:
             errs.iter().any(|e| e.starts_with(w)),
             "missing {w:?} in\n{}",
             errs.join("\n")
+        );
+    }
+}
+
+/// Issue 4's fields: fault, mirror, retries with status codes, connection pool, consistent
+/// hashing and trusted sources compile, and their mistakes are reported with paths.
+#[test]
+fn traffic_policy_fields_compile_and_are_checked() {
+    let yaml = r#"
+listeners:
+- {name: http, address: "127.0.0.1:8080", protocol: HTTP, trustedSources: [10.0.0.0/8, "::1"]}
+virtualHosts:
+- name: v
+  domains: ["*"]
+  routes:
+  - route:
+      cluster: c
+      retries: {attempts: 3, retryOn: [gateway-error, "409"]}
+      fault: {abort: {httpStatus: 503, percentage: 80}, delay: {fixedDelay: 2s, percentage: 0.5}}
+      mirror: {cluster: shadow, percentage: 25}
+clusters:
+- name: c
+  endpoints: ["127.0.0.1:1"]
+  connectionPool: {maxConnections: 5, http1MaxPendingRequests: 0, retryBudget: {percent: 10}}
+  consistentHash: {httpCookie: {name: sticky, ttl: 60s}}
+- {name: shadow, endpoints: ["127.0.0.1:2"]}
+"#;
+    let c = Config::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}"));
+    let l = &c.listeners[0];
+    assert_eq!(l.trusted_sources.len(), 2);
+    assert!(l.trusted_sources[0].contains("10.1.2.3".parse().unwrap()));
+    assert!(!l.trusted_sources[0].contains("11.0.0.1".parse().unwrap()));
+    assert!(l.trusted_sources[1].contains("::1".parse().unwrap()));
+    let Action::Forward(f) = &c.virtual_hosts[0].routes[0].action else {
+        panic!()
+    };
+    let r = f.retries.as_ref().unwrap();
+    assert_eq!(
+        (r.attempts, r.retriable_status_codes.clone()),
+        (3, vec![409])
+    );
+    let fault = f.fault.as_ref().unwrap();
+    assert_eq!(fault.abort, Some((503, 800_000)));
+    assert_eq!(
+        fault.delay,
+        Some((std::time::Duration::from_secs(2), 5_000))
+    );
+    assert_eq!(f.mirror.as_ref().unwrap().ppm, 250_000);
+    let cl = &c.clusters["c"];
+    assert_eq!(cl.lb, LbPolicy::Maglev);
+    assert_eq!(cl.limits.max_connections, 5);
+    assert_eq!(cl.limits.max_pending, 0);
+    assert_eq!(cl.limits.retry_budget_percent, 10.0);
+    assert!(matches!(
+        &cl.hash,
+        Some(crate::config::HashPolicy::Cookie { name, .. }) if name == "sticky"
+    ));
+
+    let bad = yaml
+        .replace("10.0.0.0/8", "10.0.0.0/33")
+        .replace("\"409\"", "sometimes")
+        .replace(
+            "httpStatus: 503, percentage: 80",
+            "httpStatus: 99, percentage: 180",
+        )
+        .replace("cluster: shadow", "cluster: nope")
+        .replace("{name: sticky, ttl: 60s}", "{name: sticky}");
+    let errs = errors(&bad);
+    for want in [
+        "listeners[0].trustedSources[0]:",
+        "virtualHosts[0].routes[0].route.retries.retryOn: unknown retry condition \"sometimes\"",
+        "virtualHosts[0].routes[0].route.fault.abort.httpStatus:",
+        "virtualHosts[0].routes[0].route.fault.abort.percentage:",
+        "virtualHosts[0].routes[0].route.mirror.cluster: no cluster named \"nope\"",
+        "clusters[0].consistentHash.httpCookie.ttl:",
+    ] {
+        assert!(
+            errs.iter().any(|e| e.starts_with(want)),
+            "{want} not in {errs:#?}"
         );
     }
 }
