@@ -508,7 +508,8 @@ async fn forward(
     let mut headers = std::mem::take(&mut parts.headers);
 
     // Per-request overrides: trusted callers only (see docs/gateway.md, "Retries").
-    let mut retries = fwd.retries.clone();
+    // Borrowed from the route unless a trusted override replaces it (no copy per request).
+    let mut retries = fwd.retries.as_ref().map(std::borrow::Cow::Borrowed);
     let mut timeout = fwd.timeout;
     if headers.contains_key(OVERRIDE_RETRIES) || headers.contains_key(OVERRIDE_TIMEOUT) {
         if conn.trusted {
@@ -517,14 +518,16 @@ async fn forward(
                 .and_then(|v| parse_override(v.as_bytes()))
             {
                 let n = n.min(u64::from(MAX_OVERRIDE_RETRIES)) as u32;
-                let mut p = retries.unwrap_or(crate::config::RetryPolicy {
-                    attempts: 0,
-                    per_try_timeout: None,
-                    retry_on: RetryOn::FIVE_XX,
-                    retriable_status_codes: Vec::new(),
-                });
+                let mut p = retries
+                    .map(|r| r.into_owned())
+                    .unwrap_or(crate::config::RetryPolicy {
+                        attempts: 0,
+                        per_try_timeout: None,
+                        retry_on: RetryOn::FIVE_XX,
+                        retriable_status_codes: Vec::new(),
+                    });
                 p.attempts = n;
-                retries = Some(p);
+                retries = Some(std::borrow::Cow::Owned(p));
             }
             if let Some(ms) = headers
                 .get(OVERRIDE_TIMEOUT)
