@@ -5,19 +5,27 @@
 //! group with a connected proxy, each new desired state is rendered ([`config_for`]), turned
 //! into Envoy resources and set in the snapshot cache; the ADS server sends only what changed.
 //! The other way round, the server's sync status becomes the [`ProxyReport`] the status writer
-//! reads (connected and acknowledging proxies per cluster, NACK messages).
+//! reads (connected and acknowledging proxies per cluster, NACK messages), and every NACK is
+//! attributed to the objects concerned ([`fingerprints`], [`suspects`]): the objects whose part
+//! of the rejected configuration differs from what that proxy last accepted in full. Resources
+//! are named after objects (virtual host `NS/NAME` is the AccessPoint in a gateway's
+//! configuration and the NameService in a sidecar's, `egress/NS/NAME/...` an ExternalService),
+//! so each object's part is its virtual hosts plus the clusters, certificates and secrets they
+//! use.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use causeway_proxy_config::ProxyConfig;
 use causeway_proxy_config::envoy::{EnvoyOptions, to_envoy};
-use causeway_xds::{AdsServer, GroupKey, NodeInfo, Snapshot, SyncState};
+use causeway_xds::{AdsServer, GroupKey, NackEvent, NodeInfo, Snapshot, SyncState, type_url};
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::watch;
 
 use crate::reconcile::Desired;
-use crate::status::{ClusterProxies, ProxyReport};
+use crate::status::{ClusterProxies, NackRecord, ObjectId, ProxyReport};
 use crate::translate::proxy::{SIDECAR_LISTENER, sidecar_config};
 
 /// Node metadata key: the gateway address a gateway serves (`Cluster.spec.gateways[].address`).
@@ -95,6 +103,206 @@ fn snapshot_of(group: &str, doc: &ProxyConfig) -> Option<Snapshot> {
     }
 }
 
+/// The object a virtual host of group `group`'s configuration is made from.
+fn owner(gateway: bool, vhost: &str) -> Option<ObjectId> {
+    let (kind, rest) = match vhost.strip_prefix("egress/") {
+        Some(rest) => ("ExternalService", rest),
+        None if gateway => ("AccessPoint", vhost),
+        None => ("NameService", vhost),
+    };
+    let mut parts = rest.splitn(3, '/');
+    let (namespace, name) = (parts.next()?, parts.next()?);
+    Some(ObjectId {
+        kind,
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+    })
+}
+
+fn hash_json<T: serde::Serialize>(v: &T, h: &mut DefaultHasher) {
+    serde_json::to_string(v).unwrap_or_default().hash(h);
+}
+
+/// A fingerprint of each object's part of `doc` (the configuration of `group`): its virtual
+/// hosts, the clusters their routes use (with their client-certificate secrets), and the server
+/// certificates (with their secrets) for its domains. Two documents give an object the same
+/// fingerprint exactly when its part is the same.
+pub fn fingerprints(group: &str, doc: &ProxyConfig) -> BTreeMap<ObjectId, u64> {
+    let gateway = group.starts_with("gateway|");
+    let clusters: BTreeMap<&str, &causeway_proxy_config::Cluster> =
+        doc.clusters.iter().map(|c| (c.name.as_str(), c)).collect();
+    let secrets: BTreeMap<&str, &causeway_proxy_config::Secret> =
+        doc.secrets.iter().map(|s| (s.name.as_str(), s)).collect();
+    let mut out: BTreeMap<ObjectId, u64> = BTreeMap::new();
+    for v in &doc.virtual_hosts {
+        let Some(id) = owner(gateway, &v.name) else {
+            continue;
+        };
+        let mut h = DefaultHasher::new();
+        hash_json(v, &mut h);
+        let secret = |name: Option<&String>, h: &mut DefaultHasher| {
+            if let Some(s) = name.and_then(|n| secrets.get(n.as_str())) {
+                hash_json(s, h);
+            }
+        };
+        for a in v.routes.iter().filter_map(|r| r.route.as_ref()) {
+            let names = a.cluster.iter().chain(a.clusters.iter().map(|w| &w.name));
+            for c in names.filter_map(|n| clusters.get(n.as_str())) {
+                hash_json(c, &mut h);
+                secret(
+                    c.tls.as_ref().and_then(|t| t.client_cert_secret.as_ref()),
+                    &mut h,
+                );
+            }
+        }
+        for l in &doc.listeners {
+            for cert in l.tls.iter().flat_map(|t| &t.certificates) {
+                if cert.server_names.iter().any(|n| v.domains.contains(n)) {
+                    hash_json(cert, &mut h);
+                    secret(cert.cert_secret.as_ref(), &mut h);
+                }
+            }
+        }
+        // An ExternalService has one virtual host per host: combine them, in any order.
+        let e = out.entry(id).or_insert(0);
+        *e = e.wrapping_add(h.finish());
+    }
+    out
+}
+
+/// The objects a proxy's NACK is attributed to: those whose fingerprint in the configuration
+/// its group has now (`current`) differs from the one it last accepted in full (`good`);
+/// every object of `current` when it never accepted one.
+pub fn suspects(
+    current: &BTreeMap<ObjectId, u64>,
+    good: Option<&BTreeMap<ObjectId, u64>>,
+) -> Vec<ObjectId> {
+    current
+        .iter()
+        .filter(|(k, v)| good.is_none_or(|g| g.get(*k) != Some(*v)))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// NACK events kept per cluster and object (the count in status only needs those newer than
+/// its last status write).
+const EVENTS_KEPT: usize = 64;
+
+/// What the push loop remembers to attribute NACKs.
+#[derive(Default)]
+struct Attribution {
+    /// Fingerprints of the configuration each group has now.
+    current: BTreeMap<GroupKey, Arc<BTreeMap<ObjectId, u64>>>,
+    /// Per (group, proxy id): the fingerprints of the last configuration it ACKed in full.
+    good: BTreeMap<(GroupKey, String), Arc<BTreeMap<ObjectId, u64>>>,
+    /// Recent NACK events by (cluster, object).
+    events: BTreeMap<(String, ObjectId), Vec<NackRecord>>,
+    /// The time of the last event, so that event times strictly increase.
+    last_event: Option<Timestamp>,
+}
+
+impl Attribution {
+    fn suspects(&self, group: &str, node: &str) -> Vec<ObjectId> {
+        let Some(current) = self.current.get(group) else {
+            return Vec::new();
+        };
+        let good = self.good.get(&(group.to_owned(), node.to_owned()));
+        suspects(current, good.map(|g| &**g))
+    }
+
+    /// Remembers what each connected proxy runs, when that is all of its group's snapshot.
+    fn observe(&mut self, server: &AdsServer) {
+        let mut connected = BTreeSet::new();
+        for p in server.status().proxies() {
+            let key = (p.group.clone(), p.node.id.clone());
+            connected.insert(key.clone());
+            let (Some(snap), Some(current)) = (
+                server.cache().snapshot(&p.group),
+                self.current.get(&p.group),
+            ) else {
+                continue;
+            };
+            let runs_snapshot = !p.types.is_empty()
+                && p.types.values().all(|t| {
+                    t.state == SyncState::Synced
+                        && t.acked_version.as_deref() == Some(snap.version(&t.type_url).as_str())
+                });
+            if runs_snapshot {
+                self.good.insert(key, current.clone());
+            }
+        }
+        self.good.retain(|k, _| connected.contains(k));
+    }
+
+    /// Counts a NACK against the objects concerned.
+    fn count(&mut self, e: &NackEvent) {
+        let mut at = Timestamp::now();
+        if let Some(last) = self.last_event
+            && at <= last
+        {
+            at = last
+                .checked_add(k8s_openapi::jiff::SignedDuration::from_micros(1))
+                .unwrap_or(last);
+        }
+        self.last_event = Some(at);
+        let message = format!(
+            "{} ({}, {}): {}",
+            e.node_id,
+            e.cluster,
+            type_url::short(&e.type_url),
+            e.message
+        );
+        for o in self.suspects(&e.group, &e.node_id) {
+            let list = self.events.entry((e.cluster.clone(), o)).or_default();
+            list.push(NackRecord {
+                at,
+                message: message.clone(),
+            });
+            if list.len() > EVENTS_KEPT {
+                list.remove(0);
+            }
+        }
+    }
+
+    /// Adds the attributed NACKs to a report.
+    fn annotate(&self, server: &AdsServer, report: &mut ProxyReport) {
+        for p in server.status().proxies() {
+            let cluster = if p.node.cluster.is_empty() {
+                p.node.node_cluster.clone()
+            } else {
+                p.node.cluster.clone()
+            };
+            for t in p.types.values().filter(|t| t.state == SyncState::Nacked) {
+                let line = format!(
+                    "{} ({cluster}, {}): {}",
+                    p.node.id,
+                    type_url::short(&t.type_url),
+                    t.error.as_deref().unwrap_or("rejected")
+                );
+                for o in self.suspects(&p.group, &p.node.id) {
+                    report
+                        .entry(cluster.clone())
+                        .or_default()
+                        .rejections
+                        .entry(o)
+                        .or_default()
+                        .rejected_by
+                        .push(line.clone());
+                }
+            }
+        }
+        for ((cluster, o), events) in &self.events {
+            report
+                .entry(cluster.clone())
+                .or_default()
+                .rejections
+                .entry(o.clone())
+                .or_default()
+                .events = events.clone();
+        }
+    }
+}
+
 /// Per cluster: connected gateways and sidecars, those in sync, and NACK messages.
 pub fn proxy_report(server: &AdsServer, now: Timestamp) -> ProxyReport {
     let mut out = ProxyReport::new();
@@ -106,10 +314,12 @@ pub fn proxy_report(server: &AdsServer, now: Timestamp) -> ProxyReport {
         };
         let e: &mut ClusterProxies = out.entry(cluster).or_default();
         let synced = p.synced();
+        let nacked = p.types.values().any(|t| t.state == SyncState::Nacked);
         match p.node.role.as_str() {
             "gateway" => {
                 e.gateways += 1;
                 e.gateways_acked += u32::from(synced);
+                e.gateways_nacked += u32::from(nacked);
             }
             _ => {
                 e.sidecars += 1;
@@ -138,6 +348,8 @@ pub async fn run(
     report: watch::Sender<ProxyReport>,
 ) {
     let mut status = server.status().changes();
+    let mut nacks = server.status().nacks();
+    let mut attribution = Attribution::default();
     let mut rendered: BTreeSet<GroupKey> = BTreeSet::new();
     let mut rendered_revision = u64::MAX;
     loop {
@@ -154,7 +366,12 @@ pub async fn run(
             if !fresh && rendered.contains(g) {
                 continue;
             }
-            if let Some(snapshot) = config_for(g, &d).and_then(|doc| snapshot_of(g, &doc)) {
+            if let Some(doc) = config_for(g, &d)
+                && let Some(snapshot) = snapshot_of(g, &doc)
+            {
+                attribution
+                    .current
+                    .insert(g.clone(), Arc::new(fingerprints(g, &doc)));
                 server.cache().set_snapshot(g.clone(), snapshot);
             }
             rendered.insert(g.clone());
@@ -162,22 +379,24 @@ pub async fn run(
         if fresh {
             // Groups nobody is connected to any more are rendered again when one comes back.
             rendered.retain(|g| groups.contains(g));
+            attribution.current.retain(|g, _| groups.contains(g));
             rendered_revision = d.revision;
         }
-        let r = proxy_report(&server, Timestamp::now());
+        attribution.observe(&server);
+        let mut r = proxy_report(&server, Timestamp::now());
+        attribution.annotate(&server, &mut r);
         report.send_if_modified(|old| {
             // lastSeen moves every time: compare without it, or every status change would
             // rewrite every Cluster.
-            let strip = |p: &ProxyReport| -> Vec<(String, u32, u32, u32, u32, Vec<String>)> {
+            let strip = |p: &ProxyReport| -> ProxyReport {
                 p.iter()
                     .map(|(k, v)| {
                         (
                             k.clone(),
-                            v.gateways,
-                            v.gateways_acked,
-                            v.sidecars,
-                            v.sidecars_acked,
-                            v.nacks.clone(),
+                            ClusterProxies {
+                                last_seen: None,
+                                ..v.clone()
+                            },
                         )
                     })
                     .collect()
@@ -192,6 +411,84 @@ pub async fn run(
         tokio::select! {
             c = desired.changed() => if c.is_err() { return },
             c = status.changed() => if c.is_err() { return },
+            e = nacks.recv() => match e {
+                Ok(e) => attribution.count(&e),
+                // Lagged: some NACKs are not counted against objects (they still show in
+                // the proxies' status and the xds_nacks_total metric).
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "NACK events missed; not counted against objects");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn doc(shop_body: &str, with_vault_cert: bool) -> ProxyConfig {
+        let cert = if with_vault_cert {
+            "- {name: https, address: \"127.0.0.1:8443\", protocol: HTTPS, tls: {certificates: \
+             [{serverNames: [vault.example.com], certSecret: security/vault-cert}]}, \
+             virtualHosts: [security/vault]}\n"
+        } else {
+            ""
+        };
+        ProxyConfig::from_yaml(&format!(
+            "listeners:\n- {{name: http, address: \"127.0.0.1:8080\", protocol: HTTP}}\n{cert}\
+             virtualHosts:\n\
+             - {{name: retail/shop, domains: [shop.example.com], routes: [{{name: a, directResponse: {{status: 200, body: {shop_body}}}}}]}}\n\
+             - {{name: security/vault, domains: [vault.example.com], routes: [{{name: b, route: {{cluster: vault}}}}]}}\n\
+             - {{name: egress/retail/payments/api.payments.example, domains: [api.payments.example], routes: [{{name: c, route: {{cluster: pay}}}}]}}\n\
+             clusters:\n- {{name: vault, endpoints: [{{address: \"127.0.0.1:1\"}}]}}\n\
+             - {{name: pay, endpoints: [{{address: \"127.0.0.1:2\"}}]}}\n\
+             secrets:\n- {{name: security/vault-cert, certPem: x}}\n"
+        ))
+        .unwrap()
+    }
+
+    fn id(kind: &'static str, ns: &str, name: &str) -> ObjectId {
+        ObjectId {
+            kind,
+            namespace: ns.into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn nacks_are_attributed_to_the_objects_whose_part_changed() {
+        let g = "gateway|c1|127.0.0.1";
+        let before = fingerprints(g, &doc("one", false));
+        assert_eq!(
+            before.keys().cloned().collect::<Vec<_>>(),
+            [
+                id("AccessPoint", "retail", "shop"),
+                id("AccessPoint", "security", "vault"),
+                id("ExternalService", "retail", "payments"),
+            ]
+        );
+        // The vault gets a certificate: only the vault is suspect.
+        let after = fingerprints(g, &doc("one", true));
+        assert_eq!(
+            suspects(&after, Some(&before)),
+            [id("AccessPoint", "security", "vault")]
+        );
+        // Shop's route changes too: both.
+        let both = fingerprints(g, &doc("two", true));
+        assert_eq!(
+            suspects(&both, Some(&before)),
+            [
+                id("AccessPoint", "retail", "shop"),
+                id("AccessPoint", "security", "vault")
+            ]
+        );
+        // Never accepted anything: everything it was sent.
+        assert_eq!(suspects(&both, None).len(), 3);
+        // In a sidecar's configuration the same names are NameServices.
+        let sidecar = fingerprints("sidecar|c1|retail|", &doc("one", false));
+        assert!(sidecar.contains_key(&id("NameService", "retail", "shop")));
     }
 }

@@ -265,7 +265,16 @@ pub fn status_writes(
     for n in &s.name_services {
         let key = object_key(&n.metadata);
         let (clusters, issues) = translate::name_service_clusters(n, s, &d.verdicts);
-        let st = status::name_service_status(n, &clusters, &issues, s, now);
+        let mut st = status::name_service_status(n, &clusters, &issues, s, now);
+        st.proxy_rejections = status::proxy_rejections(
+            &status::ObjectId {
+                kind: "NameService",
+                namespace: key.0.clone(),
+                name: key.1.clone(),
+            },
+            proxies,
+            n.status.as_ref().and_then(|o| o.proxy_rejections.as_ref()),
+        );
         push(2, Some(&key.0), &key.1, json(&st), json(&n.status));
     }
     for x in &s.external_services {
@@ -277,7 +286,16 @@ pub fn status_writes(
             .filter(|c| !c.spec.gateways.is_empty())
             .filter_map(|c| c.metadata.name.clone())
             .collect();
-        let st = status::external_service_status(x, egress, &unresolved, now);
+        let mut st = status::external_service_status(x, egress, &unresolved, now);
+        st.proxy_rejections = status::proxy_rejections(
+            &status::ObjectId {
+                kind: "ExternalService",
+                namespace: key.0.clone(),
+                name: key.1.clone(),
+            },
+            proxies,
+            x.status.as_ref().and_then(|o| o.proxy_rejections.as_ref()),
+        );
         push(3, Some(&key.0), &key.1, json(&st), json(&x.status));
     }
     out

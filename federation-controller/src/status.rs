@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use causeway_crds::v1alpha1::{
     AccessPoint, AccessPointPhase, AccessPointStatus, CertificateStatus, Cluster, ClusterPhase,
     ClusterRolloutPhase, ClusterRolloutStatus, ClusterStatus, ExternalService,
-    ExternalServiceStatus, NameService, NameServiceEndpoint, NameServiceStatus,
+    ExternalServiceStatus, NameService, NameServiceEndpoint, NameServiceStatus, ProxyRejections,
 };
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
@@ -34,8 +34,85 @@ pub struct ClusterProxies {
     pub sidecars_acked: u32,
     /// `node: message` of every proxy whose last answer was a NACK.
     pub nacks: Vec<String>,
+    /// Connected gateways whose last answer was a NACK.
+    pub gateways_nacked: u32,
+    /// NACKs attributed to the objects whose configuration the proxies of this cluster
+    /// rejected (see `push::attribute`).
+    pub rejections: BTreeMap<ObjectId, ObjectRejections>,
     /// When a proxy of the cluster was last heard from.
     pub last_seen: Option<Timestamp>,
+}
+
+/// An object a NACK can be attributed to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectId {
+    /// `AccessPoint`, `NameService` or `ExternalService`.
+    pub kind: &'static str,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// The NACKs of one cluster's proxies attributed to one object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectRejections {
+    /// `PROXY (CLUSTER, TYPE): message` of every proxy rejecting it now.
+    pub rejected_by: Vec<String>,
+    /// Recent NACK events (bounded; the count in status adds those newer than the last one it
+    /// counted, so a bound only matters for more events than that between two status writes).
+    pub events: Vec<NackRecord>,
+}
+
+/// One NACK counted against an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NackRecord {
+    /// When it arrived (strictly increasing within a controller).
+    pub at: Timestamp,
+    /// `PROXY (CLUSTER, TYPE): message`.
+    pub message: String,
+}
+
+/// The `proxyRejections` status of object `id`: the stored count plus the NACK events newer
+/// than the last one it counted, and the proxies rejecting it now. `None` while it was never
+/// rejected.
+pub fn proxy_rejections(
+    id: &ObjectId,
+    proxies: &ProxyReport,
+    old: Option<&ProxyRejections>,
+) -> Option<ProxyRejections> {
+    let mut rejected_by: Vec<String> = Vec::new();
+    let mut events: Vec<&NackRecord> = Vec::new();
+    for c in proxies.values() {
+        if let Some(r) = c.rejections.get(id) {
+            rejected_by.extend(r.rejected_by.iter().cloned());
+            events.extend(r.events.iter());
+        }
+    }
+    rejected_by.sort();
+    rejected_by.dedup();
+    let counted_until = old
+        .and_then(|o| o.last_time.as_deref())
+        .and_then(|t| t.parse::<Timestamp>().ok());
+    let fresh: Vec<&NackRecord> = events
+        .into_iter()
+        .filter(|e| counted_until.is_none_or(|t| e.at > t))
+        .collect();
+    let last = fresh.iter().max_by_key(|e| e.at);
+    let count = old.map_or(0, |o| o.count) + fresh.len() as u64;
+    if count == 0 && rejected_by.is_empty() {
+        return None;
+    }
+    Some(ProxyRejections {
+        count,
+        last_time: last
+            .map(|e| e.at.to_string())
+            .or_else(|| old.and_then(|o| o.last_time.clone())),
+        last_message: last
+            .map(|e| e.message.clone())
+            .or_else(|| old.and_then(|o| o.last_message.clone())),
+        rejected_by,
+    })
 }
 
 impl ClusterProxies {
@@ -236,12 +313,24 @@ pub fn access_point_status(
     let cond =
         |kind, ok, reason: &str, msg: String| condition(kind, ok, reason, msg, generation, now);
 
+    let id = ObjectId {
+        kind: "AccessPoint",
+        namespace: namespace(&ap.metadata).to_owned(),
+        name: ap.metadata.name.clone().unwrap_or_default(),
+    };
     let clusters: Vec<ClusterRolloutStatus> = verdict
         .placed
         .clusters
         .iter()
         .map(|name| {
             let p = proxies.get(name).cloned().unwrap_or_default();
+            let rejected = p
+                .rejections
+                .get(&id)
+                .map(|r| r.rejected_by.clone())
+                .unwrap_or_default();
+            // A gateway rejecting *other* objects' changes still runs this AccessPoint's
+            // configuration as it was accepted last: it counts as applied for this one.
             let (phase, message) = if !programmed {
                 (ClusterRolloutPhase::Pending, None)
             } else if p.gateways == 0 {
@@ -249,12 +338,12 @@ pub fn access_point_status(
                     ClusterRolloutPhase::Pending,
                     Some("no gateway of this cluster is connected".to_owned()),
                 )
-            } else if !p.nacks.is_empty() {
+            } else if !rejected.is_empty() {
                 (
                     ClusterRolloutPhase::Failed,
-                    Some(format!("rejected by {}", p.nacks.join("; "))),
+                    Some(format!("rejected by {}", rejected.join("; "))),
                 )
-            } else if p.gateways_acked == p.gateways {
+            } else if p.gateways_acked + p.gateways_nacked >= p.gateways {
                 (ClusterRolloutPhase::Applied, None)
             } else {
                 (ClusterRolloutPhase::Applying, None)
@@ -383,6 +472,11 @@ pub fn access_point_status(
         routing_configured: Some(routing_configured),
         clusters,
         rollout: old.and_then(|o| o.rollout.clone()),
+        proxy_rejections: proxy_rejections(
+            &id,
+            proxies,
+            old.and_then(|o| o.proxy_rejections.as_ref()),
+        ),
         conditions: merge_conditions(
             old.map(|o| o.conditions.as_slice()).unwrap_or_default(),
             conditions,
@@ -513,6 +607,8 @@ pub fn name_service_status(
     NameServiceStatus {
         observed_generation: generation,
         endpoints,
+        // Filled in by the caller from the proxy report (`proxy_rejections`).
+        proxy_rejections: ns.status.as_ref().and_then(|o| o.proxy_rejections.clone()),
         conditions: merge_conditions(
             ns.status
                 .as_ref()
@@ -572,6 +668,8 @@ pub fn external_service_status(
     ExternalServiceStatus {
         observed_generation: generation,
         egress_clusters,
+        // Filled in by the caller from the proxy report (`proxy_rejections`).
+        proxy_rejections: x.status.as_ref().and_then(|o| o.proxy_rejections.clone()),
         conditions: merge_conditions(
             x.status
                 .as_ref()
@@ -579,5 +677,59 @@ pub fn external_service_status(
                 .unwrap_or_default(),
             conditions,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn rejections_count_every_nack_once_across_writes_and_restarts() {
+        let id = ObjectId {
+            kind: "AccessPoint",
+            namespace: "security".into(),
+            name: "vault".into(),
+        };
+        let t0: Timestamp = "2026-12-03T07:00:00Z".parse().unwrap();
+        let ev = |s: i64, m: &str| NackRecord {
+            at: t0
+                .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(s))
+                .unwrap(),
+            message: m.into(),
+        };
+        let mut report = ProxyReport::new();
+        report.entry("c1".into()).or_default().rejections.insert(
+            id.clone(),
+            ObjectRejections {
+                rejected_by: vec!["gw (c1, LDS): bad cert".into()],
+                events: vec![ev(1, "first"), ev(2, "second")],
+            },
+        );
+        assert_eq!(proxy_rejections(&id, &ProxyReport::new(), None), None);
+        let first = proxy_rejections(&id, &report, None).unwrap();
+        assert_eq!(first.count, 2);
+        assert_eq!(first.last_message.as_deref(), Some("second"));
+        assert_eq!(first.rejected_by, ["gw (c1, LDS): bad cert"]);
+        // Written, then computed again from the same events: nothing is counted twice.
+        assert_eq!(
+            proxy_rejections(&id, &report, Some(&first)),
+            Some(first.clone())
+        );
+        // A new event counts once; an old one is not counted again.
+        if let Some(c) = report.get_mut("c1") {
+            c.rejections
+                .get_mut(&id)
+                .unwrap()
+                .events
+                .push(ev(3, "third"));
+        }
+        let second = proxy_rejections(&id, &report, Some(&first)).unwrap();
+        assert_eq!(second.count, 3);
+        // A restarted controller remembers nothing: the stored count stays, nobody rejects now.
+        let after_restart = proxy_rejections(&id, &ProxyReport::new(), Some(&second)).unwrap();
+        assert_eq!(after_restart.count, 3);
+        assert!(after_restart.rejected_by.is_empty());
     }
 }

@@ -218,7 +218,24 @@ async fn statuses_tell_the_truth_as_resources_and_proxies_change() {
 
     // One gateway of c3 rejects its configuration.
     let mut report = all_acked.clone();
-    report.get_mut("c3").unwrap().nacks = vec!["gw-c3-0: unknown cluster".to_owned()];
+    {
+        // As the push loop reports it: the NACK message, and the NACK attributed to shop.
+        let c3 = report.get_mut("c3").unwrap();
+        c3.nacks = vec!["gw-c3-0: unknown cluster".to_owned()];
+        c3.gateways_acked = 0;
+        c3.gateways_nacked = 1;
+        c3.rejections.insert(
+            causeway_controller::status::ObjectId {
+                kind: "AccessPoint",
+                namespace: "retail".to_owned(),
+                name: "shop".to_owned(),
+            },
+            causeway_controller::status::ObjectRejections {
+                rejected_by: vec!["gw-c3-0 (c3, RDS): unknown cluster".to_owned()],
+                events: Vec::new(),
+            },
+        );
+    }
     h.proxies.send_replace(report);
     let ap = h
         .until(&ap_key("shop"), "Degraded", |o| {

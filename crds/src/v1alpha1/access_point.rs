@@ -12,7 +12,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{ObjectRef, Protocol, validate_hosts, validate_metadata};
+use super::common::{ObjectRef, Protocol, ProxyRejections, validate_hosts, validate_metadata};
 use super::policy::{Rollout, TrafficPolicy};
 use super::route::{HttpRoute, RouteContext, TcpRoute, TlsRoute};
 use crate::validation::checks::{self, Wildcard};
@@ -315,6 +315,9 @@ pub struct AccessPointStatus {
     /// The rollout in progress or last finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutStatus>,
+    /// Proxies that rejected configuration made from this object (NACKs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_rejections: Option<ProxyRejections>,
     /// `Accepted`, `Programmed`, `ResolvedRefs`, `RolledOut`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

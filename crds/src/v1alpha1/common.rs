@@ -537,3 +537,23 @@ mod tests {
         );
     }
 }
+
+/// Proxies that rejected (NACKed) configuration made from an object: every NACK is counted, and
+/// the proxies rejecting it now are listed. The controller attributes a NACK to the objects whose
+/// part of the rejected configuration differs from what the proxy last accepted.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyRejections {
+    /// NACKs counted against this object, ever (kept across controller restarts).
+    pub count: u64,
+    /// When the last counted NACK arrived (RFC 3339, microseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_time: Option<String>,
+    /// The last NACK: `PROXY (CLUSTER, TYPE): the proxy's message`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_message: Option<String>,
+    /// Proxies that reject it now (they keep serving the configuration they accepted before),
+    /// each as `PROXY (CLUSTER, TYPE): message`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected_by: Vec<String>,
+}

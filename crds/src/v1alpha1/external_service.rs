@@ -13,7 +13,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    ObjectRef, Protocol, ServicePort, validate_export_to, validate_hosts, validate_metadata,
+    ObjectRef, Protocol, ProxyRejections, ServicePort, validate_export_to, validate_hosts,
+    validate_metadata,
 };
 use super::policy::{Rollout, TrafficPolicy};
 use crate::validation::checks::{self, Wildcard};
@@ -162,6 +163,9 @@ pub struct ExternalServiceStatus {
     /// The egress gateways carrying the traffic, by cluster.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress_clusters: Vec<String>,
+    /// Proxies that rejected configuration made from this object (NACKs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_rejections: Option<ProxyRejections>,
     /// `Accepted`, `Programmed`, `ResolvedRefs`, `RolledOut`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -10,7 +10,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{ServicePort, validate_export_to, validate_metadata};
+use super::common::{ProxyRejections, ServicePort, validate_export_to, validate_metadata};
 use super::policy::{Rollout, TrafficPolicy};
 use crate::validation::checks::{self, Wildcard};
 use crate::validation::{FieldPath, Report, Validate};
@@ -136,6 +136,9 @@ pub struct NameServiceStatus {
     /// The gateway endpoints behind the name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<NameServiceEndpoint>,
+    /// Proxies that rejected configuration made from this object (NACKs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_rejections: Option<ProxyRejections>,
     /// `Accepted`, `Programmed`, `ResolvedRefs`, `RolledOut`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -1,0 +1,408 @@
+//! xDS end to end with real processes: `causeway controller`, `causeway gateway --xds`,
+//! `causeway demo-app` backends and a real Envoy sidecar bootstrapped by `causeway bootstrap`.
+//!
+//! Every process listens on 127.0.0.1 with a free port (tests run in parallel with other
+//! people's federations on the fixed 127.0.N.1 addresses) and is killed on every exit path.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_causeway")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A process killed on drop.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running controller with a known xDS port, killed on drop.
+struct Controller {
+    _child: Guard,
+    url: String,
+    data_dir: PathBuf,
+    xds: u16,
+}
+
+impl Controller {
+    fn start(data_dir: &Path, xds: u16) -> Controller {
+        let mut child = Command::new(bin())
+            .args(["controller", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(["--xds-listen", &format!("127.0.0.1:{xds}")])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("http://") {
+                    let url: String = line[i..].split_whitespace().next().unwrap().to_owned();
+                    let _ = tx.send(url);
+                }
+            }
+        });
+        let child = Guard(child);
+        let url = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("controller did not report its address");
+        Controller {
+            _child: child,
+            url,
+            data_dir: data_dir.to_owned(),
+            xds,
+        }
+    }
+
+    fn causeway(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .args(args)
+            .env("CAUSEWAY_SERVER", &self.url)
+            .env("CAUSEWAY_DATA_DIR", &self.data_dir)
+            .env_remove("CAUSEWAY_TOKEN")
+            .output()
+            .unwrap()
+    }
+
+    fn apply(&self, dir: &Path, name: &str, yaml: &str) {
+        let file = dir.join(name);
+        std::fs::write(&file, yaml).unwrap();
+        let out = self.causeway(&["apply", "-f", file.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+
+    fn get_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["get"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["-o", "json"]);
+        let out = self.causeway(&a);
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    fn proxies(&self) -> serde_json::Value {
+        let out = self.causeway(&["status", "--proxies", "-o", "json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `causeway demo-app` answering `[VERSION] ...`.
+fn demo_app(port: u16, version: &str) -> Guard {
+    Guard(
+        Command::new(bin())
+            .args(["demo-app", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--app-version", version])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// `causeway gateway --xds` for cluster `cluster` at 127.0.0.1.
+fn gateway(c: &Controller, cluster: &str, locality: &str, id: &str, dir: &Path) -> Guard {
+    let log = std::fs::File::create(dir.join(format!("{id}.log"))).unwrap();
+    Guard(
+        Command::new(bin())
+            .args(["gateway", "--concurrency", "1", "--xds"])
+            .arg(format!("http://127.0.0.1:{}", c.xds))
+            .args(["--cluster", cluster, "--address", "127.0.0.1"])
+            .args(["--locality", locality, "--node-id", id])
+            .args(["--admin", &format!("127.0.0.1:{}", free_port())])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// A real Envoy sidecar of `cluster` in namespace retail, outbound listener on `listen`.
+fn envoy_sidecar(c: &Controller, cluster: &str, locality: &str, listen: u16, dir: &Path) -> Guard {
+    let out = c.causeway(&[
+        "bootstrap",
+        "--cluster",
+        cluster,
+        "--node-id",
+        "sidecar-1",
+        "--namespace",
+        "retail",
+        "--locality",
+        locality,
+        "--listen",
+        &format!("127.0.0.1:{listen}"),
+        "--xds",
+        &format!("127.0.0.1:{}", c.xds),
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let boot = dir.join("bootstrap.json");
+    std::fs::write(&boot, &out.stdout).unwrap();
+    let envoy = std::env::var("CAUSEWAY_ENVOY").unwrap_or_else(|_| "envoy".into());
+    let base_id = (std::process::id() % 100_000) * 20 + 11;
+    Guard(
+        Command::new(&envoy)
+            .arg("-c")
+            .arg(&boot)
+            .args(["--disable-hot-restart", "-l", "warning", "--base-id"])
+            .arg(base_id.to_string())
+            .arg("--log-path")
+            .arg(dir.join("envoy.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run Envoy ({envoy}): {e}; run scripts/install-deps")
+            }),
+    )
+}
+
+/// One HTTP/1.1 request with `Connection: close`; `(status, body)`, or `None` when the
+/// connection fails.
+fn get(port: u16, host: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let code = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let body = resp.split_once("\r\n\r\n").map(|x| x.1.to_owned())?;
+    Some((code, body))
+}
+
+fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn cluster_yaml(name: &str, region: &str, zone: &str, http: u16, https: u16) -> String {
+    format!(
+        "apiVersion: causeway.io/v1alpha1
+kind: Cluster
+metadata: {{name: {name}}}
+spec:
+  locality: {{region: {region}, zone: {zone}}}
+  network: net-{region}
+  environment: prod
+  role: Gateway
+  gateways: [{{address: 127.0.0.1, ports: {{http: {http}, https: {https}}}}}]
+"
+    )
+}
+
+fn backend_yaml(name: &str, cluster: &str, port: u16, version: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: {name}, namespace: retail}}
+spec:
+  address: 127.0.0.1
+  ports: {{http: {port}}}
+  labels: {{app: shop, version: {version}, topology.istio.io/cluster: {cluster}}}
+"
+    )
+}
+
+/// A configuration one proxy rejects: an AccessPoint whose certificate Secret holds no parsable
+/// certificate. The controller accepts it (the Secret has the keys it needs), c1's gateway
+/// cannot load it and NACKs; the NACK is counted in the AccessPoint's status, the gateway keeps
+/// serving its previous configuration, and the other proxies (an Envoy sidecar of the same
+/// cluster) are unaffected.
+#[test]
+fn a_rejected_config_is_counted_on_its_object_and_changes_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Controller::start(dir.path(), free_port());
+    let (http, https, app) = (free_port(), free_port(), free_port());
+    let _app = demo_app(app, "c1-v1");
+    c.apply(
+        dir.path(),
+        "federation.yaml",
+        &format!(
+            "{}---\n{}---
+apiVersion: causeway.io/v1alpha1
+kind: AccessPoint
+metadata: {{name: shop, namespace: retail}}
+spec:
+  hosts: [shop.example.com]
+  listeners: [{{name: http, port: 80, protocol: HTTP}}]
+  http: [{{route: [{{destination: {{service: shop, port: {app}}}}}]}}]
+  placement: {{clusters: [c1]}}
+---
+apiVersion: causeway.io/v1alpha1
+kind: NameService
+metadata: {{name: shop-global, namespace: retail}}
+spec:
+  fqdn: shop.global
+  targets: [{{accessPoint: shop}}]
+",
+            cluster_yaml("c1", "us-west", "us-west-a", http, https),
+            backend_yaml("shop-c1", "c1", app, "v1"),
+        ),
+    );
+    let _gw = gateway(&c, "c1", "us-west/us-west-a", "gw-c1", dir.path());
+    let listen = free_port();
+    let _envoy = envoy_sidecar(&c, "c1", "us-west/us-west-a", listen, dir.path());
+    eventually("shop through the gateway", Duration::from_secs(20), || {
+        get(http, "shop.example.com", "/route1").filter(|(code, _)| *code == 200)
+    });
+    eventually("shop through the sidecar", Duration::from_secs(20), || {
+        get(listen, "shop.global", "/route1").filter(|(code, _)| *code == 200)
+    });
+    let out = c.causeway(&["status", "--proxies", "--wait", "20s"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+
+    // The rejected change: a new AccessPoint on c1 whose certificate does not parse.
+    c.apply(
+        dir.path(),
+        "vault.yaml",
+        &format!(
+            "apiVersion: v1
+kind: Secret
+metadata: {{name: vault-cert, namespace: retail}}
+type: kubernetes.io/tls
+stringData: {{tls.crt: not-a-certificate, tls.key: not-a-key}}
+---
+apiVersion: causeway.io/v1alpha1
+kind: AccessPoint
+metadata: {{name: vault, namespace: retail}}
+spec:
+  hosts: [vault.example.com]
+  listeners: [{{name: https, port: 443, protocol: HTTPS, tls: {{mode: SIMPLE, credentialRef: {{name: vault-cert}}}}}}]
+  http: [{{route: [{{destination: {{service: shop, port: {app}}}}}]}}]
+  placement: {{clusters: [c1]}}
+"
+        ),
+    );
+    let vault = eventually(
+        "the NACK in the AccessPoint's status",
+        Duration::from_secs(20),
+        || {
+            let v = c.get_json(&["ap", "vault", "-n", "retail"]);
+            (v["status"]["proxyRejections"]["count"].as_u64() >= Some(1)
+                && v["status"]["proxyRejections"]["rejectedBy"][0].is_string())
+            .then_some(v)
+        },
+    );
+    let out = c.causeway(&["get", "ap", "vault", "-n", "retail", "-o", "yaml"]);
+    eprintln!("{}", text(&out.stdout));
+    let rejections = &vault["status"]["proxyRejections"];
+    let by = rejections["rejectedBy"][0].as_str().unwrap();
+    assert!(by.starts_with("gw-c1 (c1, "), "{rejections:#}");
+    assert!(by.contains("certificates[0]"), "the gateway's reason: {by}");
+    assert_eq!(
+        vault["status"]["clusters"][0]["phase"], "Failed",
+        "{vault:#}"
+    );
+
+    // The gateway keeps its old configuration: shop still answers, vault's port is not open.
+    assert_eq!(
+        get(http, "shop.example.com", "/route1").map(|r| r.0),
+        Some(200)
+    );
+    assert!(TcpStream::connect(("127.0.0.1", https)).is_err());
+    // The NACK is not counted against shop, which keeps its rollout Applied.
+    let shop = eventually("shop Applied", Duration::from_secs(10), || {
+        let v = c.get_json(&["ap", "shop", "-n", "retail"]);
+        (v["status"]["clusters"][0]["phase"] == "Applied").then_some(v)
+    });
+    assert!(shop["status"]["proxyRejections"].is_null(), "{shop:#}");
+
+    // status --proxies: the gateway NACKED with its reason, the sidecar SYNCED everywhere.
+    let list = c.proxies();
+    let items = list["items"].as_array().unwrap();
+    let gw = items.iter().find(|p| p["id"] == "gw-c1").unwrap();
+    assert_eq!(gw["nacks"].as_u64().map(|n| n >= 1), Some(true), "{gw:#}");
+    assert!(
+        gw["types"]
+            .as_object()
+            .unwrap()
+            .values()
+            .any(|t| t["state"] == "NACKED"),
+        "{gw:#}"
+    );
+    assert!(
+        gw["lastNack"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("certificates[0]")
+    );
+    let sidecar = items.iter().find(|p| p["id"] == "sidecar-1").unwrap();
+    assert_eq!(sidecar["synced"], true, "{sidecar:#}");
+    assert_eq!(sidecar["nacks"], 0);
+    let table = text(&c.causeway(&["status", "--proxies"]).stdout);
+    eprintln!("{table}");
+    let row = table.lines().find(|l| l.starts_with("gw-c1 ")).unwrap();
+    assert!(
+        row.contains("NACKED") && row.contains("certificates[0]"),
+        "{table}"
+    );
+    assert_eq!(
+        get(listen, "shop.global", "/route1").map(|r| r.0),
+        Some(200),
+        "the sidecar still routes"
+    );
+
+    // Fixing the Secret is accepted: the rejection is over, the count stays.
+    c.apply(
+        dir.path(),
+        "vault-fixed.yaml",
+        "apiVersion: causeway.io/v1alpha1
+kind: AccessPoint
+metadata: {name: vault, namespace: retail}
+spec:
+  hosts: [vault.example.com]
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+  http: [{directResponse: {status: 200, body: vault}}]
+  placement: {clusters: [c1]}
+",
+    );
+    let fixed = eventually("vault Applied", Duration::from_secs(20), || {
+        let v = c.get_json(&["ap", "vault", "-n", "retail"]);
+        (v["status"]["clusters"][0]["phase"] == "Applied").then_some(v)
+    });
+    let r = &fixed["status"]["proxyRejections"];
+    assert!(r["count"].as_u64() >= Some(1), "{fixed:#}");
+    assert!(r["rejectedBy"].is_null(), "{fixed:#}");
+}
