@@ -122,7 +122,13 @@ enum Command {
         #[arg(long)]
         proxies: bool,
         /// With --proxies: print the API's JSON instead of the table.
-        #[arg(short = 'o', long, value_enum, default_value = "table", requires = "proxies")]
+        #[arg(
+            short = 'o',
+            long,
+            value_enum,
+            default_value = "table",
+            requires = "proxies"
+        )]
         output: status::ProxiesOutput,
         #[command(flatten)]
         server: client::ServerArgs,

@@ -83,7 +83,14 @@ pub fn config_for(group: &str, d: &Desired) -> Option<ProxyConfig> {
 
 /// The Envoy snapshot of a configuration; `None` (logged) when it cannot be translated.
 fn snapshot_of(group: &str, doc: &ProxyConfig) -> Option<Snapshot> {
-    let resources = match to_envoy(doc, &EnvoyOptions::default()) {
+    // Gateways are edge proxies; a sidecar's outbound listener must not treat its own
+    // application as the client (x-forwarded-for passes unchanged to the gateway).
+    let opts = if group.starts_with("sidecar|") {
+        EnvoyOptions::sidecar()
+    } else {
+        EnvoyOptions::default()
+    };
+    let resources = match to_envoy(doc, &opts) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(group, error = %e, "cannot translate a proxy configuration to Envoy resources");

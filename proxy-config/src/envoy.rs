@@ -93,12 +93,29 @@ pub mod defaults {
 pub struct EnvoyOptions {
     /// `ClusterLoadAssignment.policy.overprovisioning_factor`, in percent.
     pub overprovisioning_factor: u32,
+    /// `HttpConnectionManager.use_remote_address` on every HTTP listener: `true` for an edge
+    /// proxy (a gateway: the peer is the client, appended to `x-forwarded-for`, and
+    /// `x-envoy-*` headers of external clients are sanitised), `false` for a sidecar's outbound
+    /// listener (the peer is the local application: `x-forwarded-for` passes unchanged and the
+    /// gateway at the other end appends the real hop).
+    pub use_remote_address: bool,
 }
 
 impl Default for EnvoyOptions {
     fn default() -> Self {
         EnvoyOptions {
             overprovisioning_factor: defaults::OVERPROVISIONING_FACTOR,
+            use_remote_address: true,
+        }
+    }
+}
+
+impl EnvoyOptions {
+    /// The options for a sidecar: as the default, without `use_remote_address`.
+    pub fn sidecar() -> Self {
+        EnvoyOptions {
+            use_remote_address: false,
+            ..EnvoyOptions::default()
         }
     }
 }

@@ -183,3 +183,24 @@ fn to_envoy_refuses_what_envoy_cannot_express_with_the_field_path() {
         "{err}"
     );
 }
+
+/// Gateways are edge proxies (`use_remote_address: true`: the peer is the client, appended to
+/// x-forwarded-for); a sidecar's outbound listener is not (its peer is its own application, so
+/// x-forwarded-for passes unchanged to the gateway).
+#[test]
+fn use_remote_address_only_at_the_edge() {
+    let doc = parse(LOCALITY);
+    let hcm_of = |opts: &EnvoyOptions| -> hcm::HttpConnectionManager {
+        let res = to_envoy(&doc, opts).unwrap();
+        let chain = &res.listeners[0].filter_chains[0];
+        let Some(lds::filter::ConfigType::TypedConfig(any)) = &chain.filters[0].config_type else {
+            panic!("no typed HCM config")
+        };
+        prost::Message::decode(any.value.as_slice()).unwrap()
+    };
+    let edge = hcm_of(&EnvoyOptions::default());
+    assert_eq!(edge.use_remote_address.map(|b| b.value), Some(true));
+    let sidecar = hcm_of(&EnvoyOptions::sidecar());
+    assert_eq!(sidecar.use_remote_address.map(|b| b.value), Some(false));
+    assert!(!sidecar.skip_xff_append, "nothing else changes");
+}

@@ -35,7 +35,7 @@ pub(super) fn to_envoy(
 ) -> Result<EnvoyResources, TranslateError> {
     let mut out = EnvoyResources::default();
     for (i, l) in doc.listeners.iter().enumerate() {
-        listener(doc, l, &format!("listeners[{i}]"), &mut out)?;
+        listener(doc, l, &format!("listeners[{i}]"), opts, &mut out)?;
     }
     for (i, c) in doc.clusters.iter().enumerate() {
         cluster(c, &format!("clusters[{i}]"), opts, &mut out)?;
@@ -107,7 +107,7 @@ fn tls_inspector() -> lds::ListenerFilter {
     }
 }
 
-fn http_connection_manager(listener: &str) -> lds::Filter {
+fn http_connection_manager(listener: &str, opts: &EnvoyOptions) -> lds::Filter {
     let m = hcm::HttpConnectionManager {
         stat_prefix: listener.to_owned(),
         codec_type: hcm::http_connection_manager::CodecType::Auto as i32,
@@ -124,10 +124,13 @@ fn http_connection_manager(listener: &str) -> lds::Filter {
             ))),
             ..Default::default()
         }],
-        // The gateway matches domains without the port, and appends the client to
-        // x-forwarded-for as an edge proxy does.
+        // The gateway matches domains without the port. An edge proxy appends the client to
+        // x-forwarded-for; a sidecar's peer is its own application, so it leaves the header
+        // alone (EnvoyOptions::use_remote_address).
         strip_port_mode: Some(hcm::http_connection_manager::StripPortMode::StripAnyHostPort(true)),
-        use_remote_address: Some(pb::BoolValue { value: true }),
+        use_remote_address: Some(pb::BoolValue {
+            value: opts.use_remote_address,
+        }),
         ..Default::default()
     };
     network_filter(names::HTTP_CONNECTION_MANAGER, &m)
@@ -186,6 +189,7 @@ fn listener(
     doc: &ProxyConfig,
     l: &Listener,
     path: &str,
+    opts: &EnvoyOptions,
     out: &mut EnvoyResources,
 ) -> Result<(), TranslateError> {
     let addr: SocketAddr = l.address.parse().map_err(|_| {
@@ -204,11 +208,11 @@ fn listener(
             out.route_configs.push(route_configuration(doc, l, path)?);
             if l.protocol == Protocol::Http {
                 listener.filter_chains.push(lds::FilterChain {
-                    filters: vec![http_connection_manager(&l.name)],
+                    filters: vec![http_connection_manager(&l.name, opts)],
                     ..Default::default()
                 });
             } else {
-                https_chains(l, path, &mut listener)?;
+                https_chains(l, path, opts, &mut listener)?;
             }
         }
         Protocol::TlsPassthrough => {
@@ -270,6 +274,7 @@ fn listener(
 fn https_chains(
     l: &Listener,
     path: &str,
+    opts: &EnvoyOptions,
     listener: &mut lds::Listener,
 ) -> Result<(), TranslateError> {
     let certs = l
@@ -288,7 +293,7 @@ fn https_chains(
         let cp = format!("{path}.tls.certificates[{i}]");
         let chain = lds::FilterChain {
             filter_chain_match: None,
-            filters: vec![http_connection_manager(&l.name)],
+            filters: vec![http_connection_manager(&l.name, opts)],
             transport_socket: Some(transport_socket(&tls::DownstreamTlsContext {
                 common_tls_context: Some(server_certificate(c, &cp)?),
                 ..Default::default()
