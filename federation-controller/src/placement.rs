@@ -100,39 +100,39 @@ pub fn selector_matches(
 /// The backend services an AccessPoint routes to, as `namespace/service`, from every route and
 /// override.
 pub fn backend_services(ap: &AccessPoint) -> BTreeSet<(String, String)> {
+    backend_refs(ap)
+        .map(|(ns, svc)| (ns.to_owned(), svc.to_owned()))
+        .collect()
+}
+
+/// [`backend_services`] without allocating: every destination's `(namespace, service)` in
+/// spec order, repeats included.
+pub fn backend_refs(ap: &AccessPoint) -> impl Iterator<Item = (&str, &str)> {
     let own_ns = ap.metadata.namespace.as_deref().unwrap_or("default");
     let spec = &ap.spec;
     let http = spec
         .http
         .iter()
-        .chain(spec.overrides.iter().flat_map(|o| o.http.iter().flatten()));
-    let mut dests: Vec<_> = http
+        .chain(spec.overrides.iter().flat_map(|o| o.http.iter().flatten()))
         .flat_map(|r| {
             r.route
                 .iter()
                 .map(|d| &d.destination)
                 .chain(r.mirror.as_ref())
-        })
-        .collect();
+        });
     let tls = spec
         .tls
         .iter()
-        .chain(spec.overrides.iter().flat_map(|o| o.tls.iter().flatten()));
-    dests.extend(tls.flat_map(|r| r.route.iter().map(|d| &d.destination)));
+        .chain(spec.overrides.iter().flat_map(|o| o.tls.iter().flatten()))
+        .flat_map(|r| r.route.iter().map(|d| &d.destination));
     let tcp = spec
         .tcp
         .iter()
-        .chain(spec.overrides.iter().flat_map(|o| o.tcp.iter().flatten()));
-    dests.extend(tcp.flat_map(|r| r.route.iter().map(|d| &d.destination)));
-    dests
-        .into_iter()
-        .map(|d| {
-            (
-                d.namespace.clone().unwrap_or_else(|| own_ns.to_owned()),
-                d.service.clone(),
-            )
-        })
-        .collect()
+        .chain(spec.overrides.iter().flat_map(|o| o.tcp.iter().flatten()))
+        .flat_map(|r| r.route.iter().map(|d| &d.destination));
+    http.chain(tls)
+        .chain(tcp)
+        .map(move |d| (d.namespace.as_deref().unwrap_or(own_ns), d.service.as_str()))
 }
 
 /// Resolves where an AccessPoint is served.

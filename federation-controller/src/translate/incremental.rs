@@ -16,30 +16,44 @@
 //! everything, which is rare and keeps the dependency rules few enough to trust. The property
 //! test `incremental_equals_full` (tests/translate_golden.rs) checks incremental against full translation over random changes.
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use causeway_crds::istio::IstioObject;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 
-use super::proxy::{self, GatewayConfig, Index};
-use super::{AccessPointVerdict, Snapshot, istio, object_key};
+use causeway_crds::v1alpha1::AccessPoint;
+
+use super::proxy::{self, GatewayConfig, Index, key_ref};
+use super::{AccessPointVerdict, Snapshot, istio};
 use crate::placement::{self, ObjectKey, Placed, Workload};
+
+fn ns_of(meta: &ObjectMeta) -> &str {
+    meta.namespace.as_deref().unwrap_or("default")
+}
 
 /// A 64-bit fingerprint.
 type Fp = u64;
 
+/// The hasher of fingerprints: foldhash's quality variant with a fixed seed (fast, and well
+/// mixed; fingerprints never leave the process, so no attacker picks their inputs).
+fn hasher() -> foldhash::quality::FoldHasher<'static> {
+    foldhash::quality::FixedState::default().build_hasher()
+}
+
 fn fp_of<T: Hash + ?Sized>(v: &T) -> Fp {
-    let mut h = DefaultHasher::new();
+    let mut h = hasher();
     v.hash(&mut h);
     h.finish()
 }
 
 /// What identifies one version of a stored object for translation purposes.
 fn token<T: Serialize>(meta: &ObjectMeta, object: &T) -> Fp {
-    let mut h = DefaultHasher::new();
+    let mut h = hasher();
     meta.namespace.hash(&mut h);
     meta.name.hash(&mut h);
     match meta.generation {
@@ -56,17 +70,68 @@ fn token<T: Serialize>(meta: &ObjectMeta, object: &T) -> Fp {
     h.finish()
 }
 
-/// What one translation produced, with the fingerprints it was computed under.
+/// A remembered piece: the fingerprint it was computed under, the last round that used it.
+struct Entry<T> {
+    fp: Fp,
+    round: u64,
+    value: T,
+}
+
+/// Pieces by key (`namespace/name`, or `cluster|address` for gateways).
+type Pieces<T> = HashMap<String, Entry<T>>;
+
+/// The piece of `key` under fingerprint `fp`: the remembered one when the fingerprint matches,
+/// otherwise `compute()`'s (remembered from now on). Keys are looked up as `&str`, so an
+/// unchanged piece costs no allocation.
+fn piece<T: Clone>(
+    map: &mut Pieces<T>,
+    key: &str,
+    fp: Fp,
+    round: u64,
+    compute: impl FnOnce() -> T,
+) -> T {
+    if let Some(e) = map.get_mut(key) {
+        e.round = round;
+        if e.fp != fp {
+            e.fp = fp;
+            e.value = compute();
+        }
+        return e.value.clone();
+    }
+    let value = compute();
+    map.insert(
+        key.to_owned(),
+        Entry {
+            fp,
+            round,
+            value: value.clone(),
+        },
+    );
+    value
+}
+
+/// `namespace/name` into a reused buffer (names cannot contain `/`).
+fn scratch_key<'b>(buf: &'b mut String, a: &str, sep: char, b: &str) -> &'b str {
+    buf.clear();
+    buf.push_str(a);
+    buf.push(sep);
+    buf.push_str(b);
+    buf
+}
+
+/// What the translations so far produced, with the fingerprints they were computed under.
 #[derive(Default)]
 struct Memo {
+    /// Translations so far; pieces not used by the latest are forgotten.
+    round: u64,
     /// Placement of each AccessPoint.
-    placed: HashMap<ObjectKey, (Fp, Placed)>,
-    /// Istio objects of each AccessPoint, with the verdict they were made from.
-    istio_ap: HashMap<ObjectKey, (Fp, AccessPointVerdict, Arc<Vec<IstioObject>>)>,
+    placed: Pieces<Placed>,
+    /// Istio objects of each AccessPoint.
+    istio_ap: Pieces<Arc<Vec<IstioObject>>>,
     /// Istio objects of each NameService.
-    istio_ns: HashMap<ObjectKey, (Fp, Arc<Vec<IstioObject>>)>,
-    /// Configuration of each gateway, by (cluster, address).
-    gateways: HashMap<(String, String), (Fp, Arc<GatewayConfig>)>,
+    istio_ns: Pieces<Arc<Vec<IstioObject>>>,
+    /// Configuration of each gateway.
+    gateways: Pieces<Arc<GatewayConfig>>,
 }
 
 /// The translator's output, as the reconciler publishes it.
@@ -98,11 +163,13 @@ impl Translator {
     /// Translates `s`, reusing the pieces of the previous translation whose inputs are
     /// unchanged. The result equals a full translation of `s`.
     pub fn translate(&mut self, s: &Snapshot) -> Translation {
-        let old = std::mem::take(&mut self.memo);
-        let mut memo = Memo::default();
+        let memo = &mut self.memo;
+        memo.round += 1;
+        let round = memo.round;
+        let mut buf = String::new();
 
         // The epoch: everything whose change recomputes everything.
-        let mut h = DefaultHasher::new();
+        let mut h = hasher();
         for c in &s.clusters {
             token(&c.metadata, c).hash(&mut h);
         }
@@ -115,102 +182,114 @@ impl Translator {
         let epoch = h.finish();
 
         // WorkloadEntries by (namespace, app): an order-independent sum of their tokens.
-        let mut groups: HashMap<(&str, &str), Fp> = HashMap::new();
+        let mut groups: HashMap<(&str, &str), Fp> = HashMap::default();
         for w in &s.workload_entries {
             if let Some(app) = w.spec.labels.get("app") {
-                let ns = w.metadata.namespace.as_deref().unwrap_or("default");
-                let e = groups.entry((ns, app.as_str())).or_default();
+                let e = groups
+                    .entry((ns_of(&w.metadata), app.as_str()))
+                    .or_default();
                 *e = e.wrapping_add(token(&w.metadata, w));
             }
         }
         let idx = Index::new(s);
 
         // Per AccessPoint: its own token, the NameServices naming it, its backends' endpoints.
-        let ap_deps: HashMap<ObjectKey, Fp> = s
-            .access_points
-            .iter()
-            .map(|ap| {
-                let key = object_key(&ap.metadata);
-                let mut h = DefaultHasher::new();
-                token(&ap.metadata, ap).hash(&mut h);
-                idx.fqdns(&key).hash(&mut h);
-                for (ns, svc) in placement::backend_services(ap) {
-                    groups.get(&(ns.as_str(), svc.as_str())).hash(&mut h);
-                }
-                (key, h.finish())
-            })
-            .collect();
+        let mut ap_tokens: HashMap<(&str, &str), (Fp, Fp)> =
+            HashMap::with_capacity_and_hasher(s.access_points.len(), Default::default());
+        for ap in &s.access_points {
+            let (ns, name) = key_ref(&ap.metadata);
+            let own = token(&ap.metadata, ap);
+            let mut h = hasher();
+            own.hash(&mut h);
+            idx.fqdns(ns, name).hash(&mut h);
+            for (bns, svc) in placement::backend_refs(ap) {
+                groups.get(&(bns, svc)).hash(&mut h);
+            }
+            ap_tokens.insert((ns, name), (own, h.finish()));
+        }
 
         // Verdicts: placement per AccessPoint (memoised), host ownership over all.
         let workloads: Vec<Workload<'_>> = s
             .workload_entries
             .iter()
             .map(|w| Workload {
-                namespace: w.metadata.namespace.as_deref().unwrap_or("default"),
+                namespace: ns_of(&w.metadata),
                 labels: &w.spec.labels,
             })
             .collect();
         let mut lost = placement::host_owners(&s.access_points);
         let mut verdicts = BTreeMap::new();
         for ap in &s.access_points {
-            let key = object_key(&ap.metadata);
-            let fp = fp_of(&(epoch, ap_deps.get(&key)));
-            let placed = match old.placed.get(&key) {
-                Some((f, p)) if *f == fp => p.clone(),
-                _ => placement::resolve_placement(ap, &s.clusters, &workloads),
+            let (ns, name) = key_ref(&ap.metadata);
+            let deps = ap_tokens.get(&(ns, name)).map(|t| t.1);
+            let placed = piece(
+                &mut memo.placed,
+                scratch_key(&mut buf, ns, '/', name),
+                fp_of(&(epoch, deps)),
+                round,
+                || placement::resolve_placement(ap, &s.clusters, &workloads),
+            );
+            let key = (ns.to_owned(), name.to_owned());
+            let conflicts = if lost.is_empty() {
+                Vec::new()
+            } else {
+                lost.remove(&key).unwrap_or_default()
             };
-            memo.placed.insert(key.clone(), (fp, placed.clone()));
-            let verdict = AccessPointVerdict {
-                placed,
-                conflicts: lost.remove(&key).unwrap_or_default(),
-            };
-            verdicts.insert(key, verdict);
+            verdicts.insert(key, AccessPointVerdict { placed, conflicts });
         }
 
-        // Istio objects.
+        // Istio objects, AccessPoints then NameServices, each in key order.
         let by_name = istio::clusters_by_name(s);
-        let mut aps: Vec<_> = s.access_points.iter().collect();
-        aps.sort_by_cached_key(|a| object_key(&a.metadata));
+        let aps: HashMap<(&str, &str), &AccessPoint> = s
+            .access_points
+            .iter()
+            .map(|ap| (key_ref(&ap.metadata), ap))
+            .collect();
         let mut istio_out = Vec::with_capacity(s.access_points.len() + s.name_services.len());
-        for ap in aps {
-            let key = object_key(&ap.metadata);
-            let Some(v) = verdicts.get(&key) else {
+        for (key, v) in &verdicts {
+            let Some(ap) = aps.get(&(key.0.as_str(), key.1.as_str())).copied() else {
                 continue;
             };
-            let fp = fp_of(&(epoch, token(&ap.metadata, ap)));
-            let objects = match old.istio_ap.get(&key) {
-                Some((f, ov, o)) if *f == fp && ov == v => o.clone(),
-                _ => Arc::new(istio::access_point_objects(ap, &key, v, &by_name)),
-            };
+            let own = ap_tokens
+                .get(&(key.0.as_str(), key.1.as_str()))
+                .map(|t| t.0);
+            let fp = fp_of(&(epoch, own, v.accepted(), &v.placed.clusters));
+            let objects = piece(
+                &mut memo.istio_ap,
+                scratch_key(&mut buf, &key.0, '/', &key.1),
+                fp,
+                round,
+                || Arc::new(istio::access_point_objects(ap, key, v, &by_name)),
+            );
             if !objects.is_empty() {
-                istio_out.push(objects.clone());
+                istio_out.push(objects);
             }
-            memo.istio_ap.insert(key, (fp, v.clone(), objects));
         }
         let mut nss: Vec<_> = s.name_services.iter().collect();
-        nss.sort_by_cached_key(|n| object_key(&n.metadata));
+        nss.sort_by(|a, b| key_ref(&a.metadata).cmp(&key_ref(&b.metadata)));
         for n in nss {
-            let key = object_key(&n.metadata);
-            let mut h = DefaultHasher::new();
+            let (ns, name) = key_ref(&n.metadata);
+            let mut h = hasher();
             (epoch, token(&n.metadata, n)).hash(&mut h);
             for t in &n.spec.targets {
                 if let Some(ap) = &t.access_point {
-                    let v = verdicts.get(&(key.0.clone(), ap.clone()));
+                    let v = verdicts.get(&(ns.to_owned(), ap.clone()));
                     v.map(|v| (v.accepted(), &v.placed.clusters)).hash(&mut h);
                 } else if let Some(svc) = &t.service {
-                    let ns = t.namespace.as_deref().unwrap_or(&key.0);
-                    groups.get(&(ns, svc.as_str())).hash(&mut h);
+                    let sns = t.namespace.as_deref().unwrap_or(ns);
+                    groups.get(&(sns, svc.as_str())).hash(&mut h);
                 }
             }
-            let fp = h.finish();
-            let objects = match old.istio_ns.get(&key) {
-                Some((f, o)) if *f == fp => o.clone(),
-                _ => Arc::new(istio::name_service_objects(n, s, &verdicts, &by_name)),
-            };
+            let objects = piece(
+                &mut memo.istio_ns,
+                scratch_key(&mut buf, ns, '/', name),
+                h.finish(),
+                round,
+                || Arc::new(istio::name_service_objects(n, s, &verdicts, &by_name)),
+            );
             if !objects.is_empty() {
-                istio_out.push(objects.clone());
+                istio_out.push(objects);
             }
-            memo.istio_ns.insert(key, (fp, objects));
         }
 
         // Gateways: each from its cluster and the AccessPoints it serves.
@@ -218,31 +297,37 @@ impl Translator {
         let mut gateways = Vec::new();
         for c in &s.clusters {
             let cname = c.metadata.name.as_deref().unwrap_or_default();
-            let list: &[&causeway_crds::v1alpha1::AccessPoint] =
-                served.get(cname).map(Vec::as_slice).unwrap_or_default();
-            let mut h = DefaultHasher::new();
+            let list: &[&AccessPoint] = served.get(cname).map(Vec::as_slice).unwrap_or_default();
+            let mut h = hasher();
             epoch.hash(&mut h);
             for ap in list {
-                let key = object_key(&ap.metadata);
-                (&key, ap_deps.get(&key)).hash(&mut h);
+                let k = key_ref(&ap.metadata);
+                (k, ap_tokens.get(&k).map(|t| t.1)).hash(&mut h);
             }
-            let served_fp = h.finish();
+            let fp = h.finish();
             for g in &c.spec.gateways {
-                let id = (cname.to_owned(), g.address.clone());
-                let config = match old.gateways.get(&id) {
-                    Some((f, cfg)) if *f == served_fp => cfg.clone(),
-                    _ => Arc::new(GatewayConfig {
-                        cluster: cname.to_owned(),
-                        address: g.address.clone(),
-                        config: proxy::gateway_config(s, &idx, c, g, list),
-                    }),
-                };
-                gateways.push(config.clone());
-                memo.gateways.insert(id, (served_fp, config));
+                let config = piece(
+                    &mut memo.gateways,
+                    scratch_key(&mut buf, cname, '|', &g.address),
+                    fp,
+                    round,
+                    || {
+                        Arc::new(GatewayConfig {
+                            cluster: cname.to_owned(),
+                            address: g.address.clone(),
+                            config: proxy::gateway_config(s, &idx, c, g, list),
+                        })
+                    },
+                );
+                gateways.push(config);
             }
         }
 
-        self.memo = memo;
+        // Forget what this translation did not use (deleted objects and gateways).
+        memo.placed.retain(|_, e| e.round == round);
+        memo.istio_ap.retain(|_, e| e.round == round);
+        memo.istio_ns.retain(|_, e| e.round == round);
+        memo.gateways.retain(|_, e| e.round == round);
         Translation {
             verdicts,
             istio: istio_out,

@@ -47,6 +47,14 @@ pub struct GatewayConfig {
     pub config: pc::ProxyConfig,
 }
 
+/// `(namespace, name)` of an object, borrowed: what [`object_key`] returns, without
+/// allocating (namespace `default` when unset).
+pub(crate) fn key_ref(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> (&str, &str) {
+    (ns_of(meta), meta.name.as_deref().unwrap_or_default())
+}
+
 fn ns_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
     meta.namespace.as_deref().unwrap_or("default")
 }
@@ -244,11 +252,11 @@ fn outlier(p: Option<&TrafficPolicy>) -> Option<pc::OutlierDetection> {
 
 /// The local endpoints of a backend destination in `cluster`: standalone-mode WorkloadEntries
 /// in the service's namespace labelled `app: SERVICE`, this cluster, and the subset's labels.
-fn local_endpoints(
-    idx: &Index<'_>,
-    ap: &AccessPoint,
-    d: &Destination,
-    cluster: &str,
+fn local_endpoints<'a>(
+    idx: &Index<'a>,
+    ap: &'a AccessPoint,
+    d: &'a Destination,
+    cluster: &'a str,
 ) -> Vec<pc::Endpoint> {
     let ns = d.namespace.as_deref().unwrap_or(ns_of(&ap.metadata));
     let subset_labels = d
@@ -256,9 +264,9 @@ fn local_endpoints(
         .as_ref()
         .and_then(|name| ap.spec.subsets.iter().find(|s| &s.name == name))
         .map(|s| &s.labels);
-    let key = (ns.to_owned(), d.service.clone(), cluster.to_owned());
+    let key = (ns, d.service.as_str(), cluster);
     let mut out: Vec<pc::Endpoint> = idx
-        .workloads
+        .workloads()
         .get(&key)
         .into_iter()
         .flatten()
@@ -294,44 +302,63 @@ fn join_host_port(host: &str, port: u32) -> String {
 /// Lookups the gateway translation needs once per AccessPoint, built once per translation so
 /// the whole is O(n log n) rather than AccessPoints × WorkloadEntries.
 pub(crate) struct Index<'a> {
-    /// WorkloadEntries by (namespace, `app` label, cluster label).
-    workloads: BTreeMap<(String, String, String), Vec<&'a causeway_crds::istio::WorkloadEntry>>,
+    snapshot: &'a Snapshot,
+    /// WorkloadEntries by (namespace, `app` label, cluster label); built on first use (an
+    /// incremental translation that recomputes no gateway never needs it).
+    workloads: std::cell::OnceCell<WorkloadIndex<'a>>,
     /// FQDNs of the NameServices targeting each AccessPoint (same namespace), sorted.
-    fqdns: BTreeMap<(String, String), Vec<String>>,
+    fqdns: BTreeMap<(&'a str, &'a str), Vec<&'a str>>,
 }
+
+type WorkloadIndex<'a> =
+    BTreeMap<(&'a str, &'a str, &'a str), Vec<&'a causeway_crds::istio::WorkloadEntry>>;
 
 impl<'a> Index<'a> {
     pub(crate) fn new(s: &'a Snapshot) -> Self {
-        let mut workloads: BTreeMap<_, Vec<_>> = BTreeMap::new();
-        for w in &s.workload_entries {
-            let l = &w.spec.labels;
-            if let (Some(app), Some(cluster)) = (l.get("app"), l.get(CLUSTER_LABEL)) {
-                workloads
-                    .entry((ns_of(&w.metadata).to_owned(), app.clone(), cluster.clone()))
-                    .or_default()
-                    .push(w);
-            }
-        }
-        let mut fqdns: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        let mut fqdns: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
         for n in &s.name_services {
             for t in &n.spec.targets {
                 if let Some(ap) = t.access_point.as_deref() {
                     fqdns
-                        .entry((ns_of(&n.metadata).to_owned(), ap.to_owned()))
+                        .entry((ns_of(&n.metadata), ap))
                         .or_default()
-                        .push(n.spec.fqdn.clone());
+                        .push(n.spec.fqdn.as_str());
                 }
             }
         }
         for v in fqdns.values_mut() {
-            v.sort();
+            v.sort_unstable();
             v.dedup();
         }
-        Index { workloads, fqdns }
+        Index {
+            snapshot: s,
+            workloads: std::cell::OnceCell::new(),
+            fqdns,
+        }
     }
 
-    pub(crate) fn fqdns(&self, ap: &ObjectKey) -> &[String] {
-        self.fqdns.get(ap).map(Vec::as_slice).unwrap_or_default()
+    fn workloads(&self) -> &WorkloadIndex<'a> {
+        self.workloads.get_or_init(|| {
+            let mut workloads: WorkloadIndex<'a> = BTreeMap::new();
+            for w in &self.snapshot.workload_entries {
+                let l = &w.spec.labels;
+                if let (Some(app), Some(cluster)) = (l.get("app"), l.get(CLUSTER_LABEL)) {
+                    workloads
+                        .entry((ns_of(&w.metadata), app.as_str(), cluster.as_str()))
+                        .or_default()
+                        .push(w);
+                }
+            }
+            workloads
+        })
+    }
+
+    /// The FQDNs of the NameServices naming AccessPoint `name` in `namespace`, sorted.
+    pub(crate) fn fqdns(&self, namespace: &'a str, name: &'a str) -> &[&'a str] {
+        self.fqdns
+            .get(&(namespace, name))
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 }
 
@@ -426,12 +453,15 @@ pub(crate) fn served_by_cluster<'a>(
     s: &'a Snapshot,
     verdicts: &'a BTreeMap<ObjectKey, AccessPointVerdict>,
 ) -> BTreeMap<&'a str, Vec<&'a AccessPoint>> {
-    let mut aps: Vec<&AccessPoint> = s.access_points.iter().collect();
-    aps.sort_by_cached_key(|a| object_key(&a.metadata));
+    let aps: std::collections::HashMap<(&str, &str), &AccessPoint> = s
+        .access_points
+        .iter()
+        .map(|ap| (key_ref(&ap.metadata), ap))
+        .collect();
     let mut by_cluster: BTreeMap<&str, Vec<&AccessPoint>> = BTreeMap::new();
-    for ap in aps {
-        let key = object_key(&ap.metadata);
-        let Some(v) = verdicts.get(&key) else {
+    // In key order (the verdicts' order), without allocating a key per AccessPoint.
+    for ((ns, name), v) in verdicts {
+        let Some(ap) = aps.get(&(ns.as_str(), name.as_str())).copied() else {
             continue;
         };
         if !v.accepted() || !unresolved_refs(ap, s).is_empty() {
@@ -444,12 +474,12 @@ pub(crate) fn served_by_cluster<'a>(
     by_cluster
 }
 
-pub(crate) fn gateway_config(
-    s: &Snapshot,
-    idx: &Index<'_>,
-    c: &Cluster,
+pub(crate) fn gateway_config<'a>(
+    s: &'a Snapshot,
+    idx: &Index<'a>,
+    c: &'a Cluster,
     g: &causeway_crds::v1alpha1::GatewayEndpoint,
-    served: &[&AccessPoint],
+    served: &[&'a AccessPoint],
 ) -> pc::ProxyConfig {
     let cname = cluster_name(c);
     let mut doc = pc::ProxyConfig::default();
@@ -464,7 +494,8 @@ pub(crate) fn gateway_config(
         let ns = key.0.as_str();
         let vname = format!("{}/{}", key.0, key.1);
         let mut domains = ap.spec.hosts.clone();
-        domains.extend(idx.fqdns(&key).iter().cloned());
+        let (kns, kname) = key_ref(&ap.metadata);
+        domains.extend(idx.fqdns(kns, kname).iter().map(|f| (*f).to_owned()));
         let http = effective_http(ap, cname);
         let policy = effective_policy(ap, cname);
         let mut routes_out = Vec::new();
