@@ -129,13 +129,16 @@ impl Balancer {
         let xdp_thread = match &opts.xdp {
             Some(x) => {
                 let mut prog = XdpBalancer::load(&config, x)?;
-                prog.sync(&tables.load())?;
+                // The thread starts from exactly what was written here: the control loop may
+                // swap in new tables before it runs, and those must still be written.
+                let synced = tables.load_full();
+                prog.sync(&synced)?;
                 tracing::info!(interface = %x.interface, mode = %x.mode, "XDP data path attached");
                 let (tables, metrics, stop) = (tables.clone(), metrics.clone(), stop.clone());
                 Some(
                     std::thread::Builder::new()
                         .name("l4lb-xdp".into())
-                        .spawn(move || xdp_loop(prog, &tables, &metrics, &stop))
+                        .spawn(move || xdp_loop(prog, synced, &tables, &metrics, &stop))
                         .map_err(StartError::Thread)?,
                 )
             }
@@ -267,8 +270,13 @@ impl Balancer {
 /// The XDP thread: writes every new table snapshot into the program's maps (within
 /// [`xdp::SYNC_INTERVAL`] of the control loop swapping it in) and turns the program's counters
 /// into metrics every second. Dropping the program at the end detaches it.
-fn xdp_loop(mut prog: XdpBalancer, tables: &ArcSwap<Tables>, metrics: &Metrics, stop: &AtomicBool) {
-    let mut synced = tables.load_full();
+fn xdp_loop(
+    mut prog: XdpBalancer,
+    mut synced: Arc<Tables>,
+    tables: &ArcSwap<Tables>,
+    metrics: &Metrics,
+    stop: &AtomicBool,
+) {
     let mut next_collect = std::time::Instant::now();
     // The first sweep soon after start, so the gauge is not empty for long.
     let mut next_sweep = next_collect + Duration::from_secs(2);
