@@ -11,7 +11,7 @@
 # one causeway binary — split between them instead of counted in each), summed.
 # Targets (issue 7): Ready < 10 s; peak memory without Envoy < 300 MB.
 #
-#   bench/up.sh [--record] [ROUNDS]      (default 3; uses the fixed §9 addresses)
+#   [CAUSEWAY_BIN=PATH] bench/up.sh [--record] [ROUNDS]   (default 3; uses the fixed §9 addresses)
 #
 # --record appends the table, date, machine and commit to docs/benchmarks.md.
 set -euo pipefail
@@ -28,9 +28,14 @@ tools=${CAUSEWAY_TOOLS:-${HOME:-/root}/.cache/causeway/tools}
 # shellcheck disable=SC1091
 [[ -z ${CAUSEWAY_ENVOY:-} && -f $tools/env ]] && source "$tools/env"
 
-echo "bench/up.sh: building (release)..." >&2
-cargo build --release -q -p causeway-cli
-bin=$CARGO_TARGET_DIR/release/causeway
+# CAUSEWAY_BIN: an already built binary (skips the build).
+if [[ -n ${CAUSEWAY_BIN:-} ]]; then
+    bin=$CAUSEWAY_BIN
+else
+    echo "bench/up.sh: building (release)..." >&2
+    cargo build --release -q -p causeway-cli
+    bin=$CARGO_TARGET_DIR/release/causeway
+fi
 
 work=$(mktemp -d)
 current=""
