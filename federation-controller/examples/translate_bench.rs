@@ -127,10 +127,15 @@ fn main() {
     // Half AccessPoints, half NameServices: OBJECTS in all.
     let aps = objects / 2;
     let mut snapshot = Snapshot {
-        clusters: (0..clusters).map(cluster).collect(),
-        access_points: (0..aps).map(|i| access_point(i, clusters, 1)).collect(),
-        name_services: (0..objects - aps).map(name_service).collect(),
-        workload_entries: (0..aps).flat_map(|i| workload(i, clusters)).collect(),
+        clusters: (0..clusters).map(cluster).map(Arc::new).collect(),
+        access_points: (0..aps)
+            .map(|i| Arc::new(access_point(i, clusters, 1)))
+            .collect(),
+        name_services: (0..objects - aps).map(name_service).map(Arc::new).collect(),
+        workload_entries: (0..aps)
+            .flat_map(|i| workload(i, clusters))
+            .map(Arc::new)
+            .collect(),
         ..Default::default()
     };
     let proxies: ProxyReport = (0..clusters)
@@ -166,7 +171,7 @@ fn main() {
     let mut inc = full;
     for round in 0..10 {
         let i = (aps / 2 + round * 97) % aps;
-        snapshot.access_points[i] = access_point(i, clusters, 2 + round as u32);
+        snapshot.access_points[i] = Arc::new(access_point(i, clusters, 2 + round as u32));
         let snap = Arc::new(snapshot.clone());
         let (t, c) = (Instant::now(), cpu());
         inc = reconcile::translate_with(&mut translator, 2 + round as u64, snap, vips.clone());

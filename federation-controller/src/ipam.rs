@@ -594,9 +594,9 @@ impl Ipam {
     /// AccessPoint it names in its namespace, and the VIPs of AccessPoints that are gone or now
     /// share are released. Returns, per AccessPoint, its VIP or why it has none (for its
     /// status); `Err` only when releasing fails.
-    pub async fn reconcile(
+    pub async fn reconcile<A: std::borrow::Borrow<AccessPoint> + Sync>(
         &self,
-        access_points: &[AccessPoint],
+        access_points: &[A],
     ) -> Result<BTreeMap<Owner, Result<IpAddr, IpamError>>, IpamError> {
         /// Allocations in flight at once: enough to hide store round trips.
         const PARALLEL: usize = 16;
@@ -608,6 +608,7 @@ impl Ipam {
         };
         let (sharing, owning): (Vec<&AccessPoint>, Vec<&AccessPoint>) = access_points
             .iter()
+            .map(std::borrow::Borrow::borrow)
             .partition(|ap| ap.spec.vip.share_with.is_some());
         // Owned inputs first: a stream over borrowed AccessPoints makes the future not `Send`
         // for every lifetime (rust-lang/rust#102211), and the controller spawns it.

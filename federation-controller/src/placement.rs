@@ -136,13 +136,14 @@ pub fn backend_refs(ap: &AccessPoint) -> impl Iterator<Item = (&str, &str)> {
 }
 
 /// Resolves where an AccessPoint is served.
-pub fn resolve_placement(
+pub fn resolve_placement<C: std::borrow::Borrow<Cluster>>(
     ap: &AccessPoint,
-    clusters: &[Cluster],
+    clusters: &[C],
     workloads: &[Workload<'_>],
 ) -> Placed {
     let known: BTreeMap<&str, &Cluster> = clusters
         .iter()
+        .map(std::borrow::Borrow::borrow)
         .filter_map(|c| c.metadata.name.as_deref().map(|n| (n, c)))
         .collect();
     let p = &ap.spec.placement;
@@ -280,8 +281,10 @@ fn claims(ap: &AccessPoint) -> BTreeSet<(String, GatewayPort)> {
 /// namespace/name, so the answer is stable) win; the result maps each loser to its lost claims.
 /// Only identical hosts conflict: an exact host and a wildcard covering it coexist, and the
 /// exact one is preferred by the gateway, as in Envoy.
-pub fn host_owners(aps: &[AccessPoint]) -> BTreeMap<ObjectKey, Vec<HostConflict>> {
-    let mut order: Vec<&AccessPoint> = aps.iter().collect();
+pub fn host_owners<A: std::borrow::Borrow<AccessPoint>>(
+    aps: &[A],
+) -> BTreeMap<ObjectKey, Vec<HostConflict>> {
+    let mut order: Vec<&AccessPoint> = aps.iter().map(std::borrow::Borrow::borrow).collect();
     order.sort_by_cached_key(|a| {
         let t = a.metadata.creation_timestamp.as_ref().map(|t| t.0);
         // Objects without a timestamp (not yet stored) sort last.

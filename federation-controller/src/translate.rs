@@ -5,6 +5,7 @@
 //! sidecar xDS resources join it with the xDS work.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use causeway_crds::istio::WorkloadEntry;
 use causeway_crds::v1alpha1::{AccessPoint, Cluster, ExternalService, NameService};
@@ -21,26 +22,29 @@ pub mod proxy;
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Registered member clusters.
-    pub clusters: Vec<Cluster>,
+    pub clusters: Vec<Arc<Cluster>>,
     /// Published services.
-    pub access_points: Vec<AccessPoint>,
+    pub access_points: Vec<Arc<AccessPoint>>,
     /// Global names.
-    pub name_services: Vec<NameService>,
+    pub name_services: Vec<Arc<NameService>>,
     /// Backend endpoints outside Kubernetes (standalone mode), Istio's WorkloadEntry.
-    pub workload_entries: Vec<WorkloadEntry>,
+    pub workload_entries: Vec<Arc<WorkloadEntry>>,
     /// External hosts reached through egress gateways.
-    pub external_services: Vec<ExternalService>,
+    pub external_services: Vec<Arc<ExternalService>>,
     /// Certificates, keys and CA bundles that listeners and origination refer to.
-    pub secrets: Vec<Secret>,
+    pub secrets: Vec<Arc<Secret>>,
 }
 
 impl Snapshot {
     /// The Secret `name` in `namespace`.
     pub fn secret(&self, namespace: &str, name: &str) -> Option<&Secret> {
-        self.secrets.iter().find(|s| {
-            s.metadata.name.as_deref() == Some(name)
-                && s.metadata.namespace.as_deref().unwrap_or("default") == namespace
-        })
+        self.secrets
+            .iter()
+            .find(|s| {
+                s.metadata.name.as_deref() == Some(name)
+                    && s.metadata.namespace.as_deref().unwrap_or("default") == namespace
+            })
+            .map(|s| &**s)
     }
 
     /// The Cluster called `name`.
@@ -48,6 +52,7 @@ impl Snapshot {
         self.clusters
             .iter()
             .find(|c| c.metadata.name.as_deref() == Some(name))
+            .map(|c| &**c)
     }
 }
 

@@ -52,16 +52,16 @@ fn snapshot(files: &[PathBuf]) -> Snapshot {
                 doc.report
             );
             match doc.resource.unwrap() {
-                Resource::Cluster(c) => s.clusters.push(*c),
-                Resource::AccessPoint(a) => s.access_points.push(*a),
-                Resource::NameService(n) => s.name_services.push(*n),
+                Resource::Cluster(c) => s.clusters.push(std::sync::Arc::new(*c)),
+                Resource::AccessPoint(a) => s.access_points.push(std::sync::Arc::new(*a)),
+                Resource::NameService(n) => s.name_services.push(std::sync::Arc::new(*n)),
                 Resource::Istio(o) => {
                     if let IstioObject::WorkloadEntry(w) = *o {
-                        s.workload_entries.push(*w);
+                        s.workload_entries.push(std::sync::Arc::new(*w));
                     }
                 }
-                Resource::ExternalService(x) => s.external_services.push(*x),
-                Resource::Secret(x) => s.secrets.push(*x),
+                Resource::ExternalService(x) => s.external_services.push(std::sync::Arc::new(*x)),
+                Resource::Secret(x) => s.secrets.push(std::sync::Arc::new(*x)),
             }
         }
     }
@@ -190,17 +190,17 @@ impl Rng {
 
 /// Rewrites `v` through JSON with `f`; with `bump`, the generation increases the way the
 /// store's does on a spec change.
-fn edit<T, F>(v: &mut T, bump: bool, f: F)
+fn edit<T, F>(v: &mut std::sync::Arc<T>, bump: bool, f: F)
 where
     T: serde::Serialize + serde::de::DeserializeOwned,
     F: FnOnce(&mut serde_json::Value),
 {
-    let mut j = serde_json::to_value(&*v).unwrap();
+    let mut j = serde_json::to_value(&**v).unwrap();
     f(&mut j);
     if bump && let Some(g) = j["metadata"]["generation"].as_i64() {
         j["metadata"]["generation"] = (g + 1).into();
     }
-    *v = serde_json::from_value(j).unwrap();
+    *v = std::sync::Arc::new(serde_json::from_value(j).unwrap());
 }
 
 /// One random change of the kind users and controllers make.
@@ -264,8 +264,8 @@ fn mutate(s: &mut Snapshot, rng: &mut Rng, stored: bool, step: usize) {
         5 if !s.name_services.is_empty() && !s.access_points.is_empty() => {
             let i = rng.below(s.name_services.len());
             let ap = s.access_points[rng.below(s.access_points.len())].clone();
-            let name = ap.metadata.name.unwrap_or_default();
-            let ns = ap.metadata.namespace.unwrap_or_default();
+            let name = ap.metadata.name.clone().unwrap_or_default();
+            let ns = ap.metadata.namespace.clone().unwrap_or_default();
             edit(&mut s.name_services[i], stored, |j| {
                 j["metadata"]["namespace"] = ns.into();
                 j["spec"]["targets"] = serde_json::json!([{ "accessPoint": name }]);
@@ -326,28 +326,28 @@ fn incremental_equals_full() {
             s.clusters
                 .iter_mut()
                 .enumerate()
-                .for_each(|(i, o)| stamp(&mut o.metadata, i));
+                .for_each(|(i, o)| stamp(&mut std::sync::Arc::make_mut(o).metadata, i));
             let n = s.clusters.len();
             s.access_points
                 .iter_mut()
                 .enumerate()
-                .for_each(|(i, o)| stamp(&mut o.metadata, n + i));
+                .for_each(|(i, o)| stamp(&mut std::sync::Arc::make_mut(o).metadata, n + i));
             s.name_services
                 .iter_mut()
                 .enumerate()
-                .for_each(|(i, o)| stamp(&mut o.metadata, 100 + i));
+                .for_each(|(i, o)| stamp(&mut std::sync::Arc::make_mut(o).metadata, 100 + i));
             s.workload_entries
                 .iter_mut()
                 .enumerate()
-                .for_each(|(i, o)| stamp(&mut o.metadata, 200 + i));
+                .for_each(|(i, o)| stamp(&mut std::sync::Arc::make_mut(o).metadata, 200 + i));
             s.external_services
                 .iter_mut()
                 .enumerate()
-                .for_each(|(i, o)| stamp(&mut o.metadata, 300 + i));
+                .for_each(|(i, o)| stamp(&mut std::sync::Arc::make_mut(o).metadata, 300 + i));
             s.secrets
                 .iter_mut()
                 .enumerate()
-                .for_each(|(i, o)| stamp(&mut o.metadata, 400 + i));
+                .for_each(|(i, o)| stamp(&mut std::sync::Arc::make_mut(o).metadata, 400 + i));
         }
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut t = Translator::new();

@@ -171,13 +171,13 @@ impl Translator {
         // The epoch: everything whose change recomputes everything.
         let mut h = hasher();
         for c in &s.clusters {
-            token(&c.metadata, c).hash(&mut h);
+            token(&c.metadata, &**c).hash(&mut h);
         }
         for x in &s.external_services {
-            token(&x.metadata, x).hash(&mut h);
+            token(&x.metadata, &**x).hash(&mut h);
         }
         for sec in &s.secrets {
-            token(&sec.metadata, sec).hash(&mut h);
+            token(&sec.metadata, &**sec).hash(&mut h);
         }
         let epoch = h.finish();
 
@@ -188,7 +188,7 @@ impl Translator {
                 let e = groups
                     .entry((ns_of(&w.metadata), app.as_str()))
                     .or_default();
-                *e = e.wrapping_add(token(&w.metadata, w));
+                *e = e.wrapping_add(token(&w.metadata, &**w));
             }
         }
         let idx = Index::new(s);
@@ -198,7 +198,7 @@ impl Translator {
             HashMap::with_capacity_and_hasher(s.access_points.len(), Default::default());
         for ap in &s.access_points {
             let (ns, name) = key_ref(&ap.metadata);
-            let own = token(&ap.metadata, ap);
+            let own = token(&ap.metadata, &**ap);
             let mut h = hasher();
             own.hash(&mut h);
             idx.fqdns(ns, name).hash(&mut h);
@@ -243,7 +243,7 @@ impl Translator {
         let aps: HashMap<(&str, &str), &AccessPoint> = s
             .access_points
             .iter()
-            .map(|ap| (key_ref(&ap.metadata), ap))
+            .map(|ap| (key_ref(&ap.metadata), &**ap))
             .collect();
         let mut istio_out = Vec::with_capacity(s.access_points.len() + s.name_services.len());
         for (key, v) in &verdicts {
@@ -270,7 +270,7 @@ impl Translator {
         for n in nss {
             let (ns, name) = key_ref(&n.metadata);
             let mut h = hasher();
-            (epoch, token(&n.metadata, n)).hash(&mut h);
+            (epoch, token(&n.metadata, &**n)).hash(&mut h);
             for t in &n.spec.targets {
                 if let Some(ap) = &t.access_point {
                     let v = verdicts.get(&(ns.to_owned(), ap.clone()));

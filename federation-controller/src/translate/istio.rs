@@ -265,7 +265,7 @@ pub fn istio_objects_judged(
 pub(crate) fn clusters_by_name(s: &Snapshot) -> BTreeMap<&str, &Cluster> {
     s.clusters
         .iter()
-        .filter_map(|c| c.metadata.name.as_deref().map(|n| (n, c)))
+        .filter_map(|c| c.metadata.name.as_deref().map(|n| (n, &**c)))
         .collect()
 }
 

@@ -400,7 +400,8 @@ fn egress_cluster_for<'a>(
                     cluster_name(c) != cluster_name(caller),
                     cluster_name(c).to_owned(),
                 )
-            }),
+            })
+            .map(|c| &**c),
         EgressVia::SameCluster => Some(caller).filter(|c| !c.spec.gateways.is_empty()),
     }
 }
@@ -456,7 +457,7 @@ pub(crate) fn served_by_cluster<'a>(
     let aps: std::collections::HashMap<(&str, &str), &AccessPoint> = s
         .access_points
         .iter()
-        .map(|ap| (key_ref(&ap.metadata), ap))
+        .map(|ap| (key_ref(&ap.metadata), &**ap))
         .collect();
     let mut by_cluster: BTreeMap<&str, Vec<&AccessPoint>> = BTreeMap::new();
     // In key order (the verdicts' order), without allocating a key per AccessPoint.
@@ -567,7 +568,7 @@ pub(crate) fn gateway_config<'a>(
         }
     }
     // Egress: ExternalServices that leave through this cluster's gateways.
-    let mut xs: Vec<&ExternalService> = s.external_services.iter().collect();
+    let mut xs: Vec<&ExternalService> = s.external_services.iter().map(|x| &**x).collect();
     xs.sort_by_cached_key(|x| object_key(&x.metadata));
     for x in xs {
         let carried = s.clusters.iter().any(|caller| {
