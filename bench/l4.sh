@@ -3,30 +3,46 @@
 #
 #   client ── router(bridge) ── balancer ──IPIP──► gateway host (iperf3 server, VIP on lo)
 #
-# Measures, in one run, iperf3 TCP throughput and TCP connections per second
+# Measures, in one run, iperf3 TCP throughput (client → server, the direction that crosses the
+# balancer) and TCP connections per second
 #   (a) direct: client → gateway host address (through the router, no balancer)
 #   (b) userspace: client → VIP → balancer (TUN + raw IPIP socket) → decap agent → gateway
-# and reports (b)/(a). The XDP path is not implemented yet (docs/l4lb.md); its row says so.
+#   (c) xdp: client → VIP → balancer (XDP, native) → XDP decap (native) → gateway
+# and reports (b)/(a) and (c)/(a). The bridge segment (balancer ↔ gateway) has MTU 1520 so that a
+# full-size packet plus the 20-byte IPIP header fits (XDP cannot fragment; docs/l4lb.md, MTU);
+# the client sends full checksums (tx offloads off, which XDP needs on veth). Every row runs in
+# this same topology.
 #
-#   bench/l4.sh [--duration SECONDS] [--connections N]
+#   bench/l4.sh [--duration SECONDS] [--connections N] [--rounds N] [--xdp-mode native|generic]
+#               [--record]
 #
-# Needs root, a release build (cargo build --release -p causeway-cli), iperf3, python3 and
-# iproute2 (scripts/install-deps). Traffic stays inside the namespaces it creates.
+# Each round measures the three paths one after the other (interleaved, so that load from
+# elsewhere hits all three alike); the table shows the medians over the rounds (default 3).
+# --record appends the table to docs/benchmarks.md. Needs root, a release build
+# (cargo build --release -p causeway-cli; with clang installed for the XDP row), iperf3, python3,
+# clang, ethtool and iproute2 (scripts/install-deps). Traffic stays inside the namespaces it
+# creates.
 set -euo pipefail
 
 DURATION=10
 CONNS=2000
+ROUNDS=3
+XDP_MODE=native
+RECORD=0
 while (($#)); do
     case $1 in
         --duration) DURATION=$2; shift 2 ;;
         --connections) CONNS=$2; shift 2 ;;
-        *) echo "usage: $0 [--duration SECONDS] [--connections N]" >&2; exit 2 ;;
+        --rounds) ROUNDS=$2; shift 2 ;;
+        --xdp-mode) XDP_MODE=$2; shift 2 ;;
+        --record) RECORD=1; shift ;;
+        *) echo "usage: $0 [--duration SECONDS] [--connections N] [--rounds N] [--xdp-mode native|generic] [--record]" >&2; exit 2 ;;
     esac
 done
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CAUSEWAY=${CAUSEWAY_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/causeway}
-for tool in iperf3 python3 ip; do
+for tool in iperf3 python3 ip clang ethtool; do
     command -v "$tool" >/dev/null || { echo "missing $tool: run scripts/install-deps" >&2; exit 2; }
 done
 [[ -x $CAUSEWAY ]] || { echo "missing $CAUSEWAY: cargo build --release -p causeway-cli" >&2; exit 2; }
@@ -67,6 +83,17 @@ for pair in "$LB:11" "$GW:21"; do
 done
 ip netns exec "$R" sh -c 'echo 1 > /proc/sys/net/ipv4/ip_forward'
 ip -n "$R" route add 10.9.0.10/32 via 10.1.0.11
+# Headroom for the IPIP header on the balancer ↔ gateway segment.
+for dev in br0 p11 p21; do ip -n "$R" link set "$dev" mtu 1520; done
+ip -n "$LB" link set eth0 mtu 1520
+ip -n "$GW" link set eth0 mtu 1520
+ip netns exec "$C" ethtool -K eth0 tx off tso off gso off >/dev/null
+# Native XDP_TX on a veth needs an XDP program on its peer (the router's port).
+printf '%s\n' '#include <linux/bpf.h>' '#include <bpf/bpf_helpers.h>' \
+    'SEC("xdp") int pass(struct xdp_md *c) { return XDP_PASS; }' \
+    'char LICENSE[] SEC("license") = "GPL";' >"$TMP/pass.c"
+clang -O2 -target bpf -I/usr/include/x86_64-linux-gnu -c "$TMP/pass.c" -o "$TMP/pass.o"
+ip -n "$R" link set dev p11 xdpdrv obj "$TMP/pass.o" sec xdp
 
 cat >"$TMP/vips.yaml" <<'EOF'
 vips:
@@ -76,7 +103,7 @@ vips:
       - address: 10.1.0.21
     healthCheck:
       type: TCP
-      port: 5201
+      port: 7000   # the accept server: probes on iperf3's port would disturb its tests
 EOF
 cat >"$TMP/accept.py" <<'EOF'
 import socket
@@ -104,35 +131,109 @@ ip netns exec "$GW" iperf3 -s -B 0.0.0.0 >/dev/null 2>&1 &
 PIDS+=($!)
 ip netns exec "$GW" python3 "$TMP/accept.py" >/dev/null 2>&1 &
 PIDS+=($!)
-ip netns exec "$GW" "$CAUSEWAY" l4lb decap --vip 10.9.0.10 >"$TMP/decap.log" 2>&1 &
-PIDS+=($!)
-ip netns exec "$LB" "$CAUSEWAY" l4lb --config "$TMP/vips.yaml" >"$TMP/lb.log" 2>&1 &
-PIDS+=($!)
 
-# Wait (bounded) until the VIP answers.
-deadline=$((SECONDS + 30))
-until ip netns exec "$C" python3 "$TMP/connect.py" 10.9.0.10 1 >/dev/null 2>&1; do
-    if ((SECONDS > deadline)); then
-        echo "the VIP did not answer within 30 s; logs:" >&2
-        tail -n 20 "$TMP/lb.log" "$TMP/decap.log" >&2
-        exit 1
-    fi
-    sleep 0.2
-done
+LBPIDS=()
+start_lb() { # datapath: userspace | xdp
+    local extra=()
+    [[ $1 == xdp ]] && extra=(--datapath xdp --interface eth0 --xdp-mode "$XDP_MODE")
+    ip netns exec "$GW" "$CAUSEWAY" l4lb decap --vip 10.9.0.10 "${extra[@]}" >"$TMP/decap-$1.log" 2>&1 &
+    LBPIDS+=($!) PIDS+=($!)
+    ip netns exec "$LB" "$CAUSEWAY" l4lb --config "$TMP/vips.yaml" "${extra[@]}" >"$TMP/lb-$1.log" 2>&1 &
+    LBPIDS+=($!) PIDS+=($!)
+    # Wait (bounded) until the VIP answers.
+    local deadline=$((SECONDS + 30))
+    until ip netns exec "$C" python3 "$TMP/connect.py" 10.9.0.10 1 >/dev/null 2>&1; do
+        if ((SECONDS > deadline)); then
+            echo "the VIP did not answer within 30 s ($1); logs:" >&2
+            tail -n 20 "$TMP/lb-$1.log" "$TMP/decap-$1.log" >&2
+            echo "balancer counters:" >&2
+            ip netns exec "$LB" python3 -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:15110/metrics", timeout=5).read().decode())' | grep -v '^#' | grep -v ' 0$' >&2 || true
+            echo "gateway counters:" >&2
+            ip netns exec "$GW" python3 -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:15111/metrics", timeout=5).read().decode())' | grep -v '^#' | grep -v ' 0$' >&2 || true
+            ip -n "$LB" neigh >&2; ip -n "$LB" -d link show eth0 >&2; ip -n "$GW" -d link show eth0 >&2
+            exit 1
+        fi
+        sleep 0.2
+    done
+}
+stop_lb() {
+    local p
+    for p in "${LBPIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${LBPIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    LBPIDS=()
+}
 
-throughput() { # host -> Gbit/s
-    ip netns exec "$C" iperf3 -c "$1" -t "$DURATION" -J |
-        python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.2f" % (r["end"]["sum_received"]["bits_per_second"]/1e9))'
+throughput() { # host -> Gbit/s; retried when the iperf3 server is still busy with the last test
+    local attempt out
+    for attempt in 1 2 3; do
+        if out=$(ip netns exec "$C" iperf3 -c "$1" -t "$DURATION" -J |
+            python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.2f" % (r["end"]["sum_received"]["bits_per_second"]/1e9))' 2>/dev/null); then
+            echo "$out"
+            return
+        fi
+        sleep 1
+    done
+    echo "iperf3 to $1 failed 3 times" >&2
+    exit 1
 }
 cps() { ip netns exec "$C" python3 "$TMP/connect.py" "$1" "$CONNS"; }
 
-echo "bench/l4.sh: iperf3 ${DURATION}s, $CONNS connections, $(nproc) cores, $(uname -r)"
-d_bw=$(throughput 10.1.0.21)
-u_bw=$(throughput 10.9.0.10)
-d_cps=$(cps 10.1.0.21)
-u_cps=$(cps 10.9.0.10)
+metric() { # namespace admin-port name-regex -> summed value
+    ip netns exec "$1" python3 - "$2" "$3" <<'PY'
+import re, sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
+print(int(sum(float(l.split()[-1]) for l in text.splitlines() if re.match(sys.argv[2], l))))
+PY
+}
+
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "bench/l4.sh: iperf3 ${DURATION}s, $CONNS connections, $ROUNDS interleaved rounds, $(nproc) cores, $(uname -r)"
+D_BW=() D_CPS=() U_BW=() U_CPS=() X_BW=() X_CPS=()
+x_pkts=0 x_slow=0
+for ((round = 1; round <= ROUNDS; round++)); do
+    D_BW+=("$(throughput 10.1.0.21)")
+    D_CPS+=("$(cps 10.1.0.21)")
+
+    start_lb userspace
+    U_BW+=("$(throughput 10.9.0.10)")
+    U_CPS+=("$(cps 10.9.0.10)")
+    stop_lb
+
+    start_lb xdp
+    X_BW+=("$(throughput 10.9.0.10)")
+    X_CPS+=("$(cps 10.9.0.10)")
+    # What the XDP program forwarded itself versus what it left to the userspace path (the
+    # counters reach the metrics once a second).
+    sleep 1.2
+    x_pkts=$((x_pkts + $(metric "$LB" 15110 '^causeway_l4lb_packets_total')))
+    x_slow=$((x_slow + $(metric "$LB" 15110 '^causeway_l4lb_xdp_slow_path_packets_total')))
+    stop_lb
+    echo "round $round: direct ${D_BW[-1]} Gbit/s ${D_CPS[-1]} conn/s; userspace ${U_BW[-1]} / ${U_CPS[-1]}; xdp ${X_BW[-1]} / ${X_CPS[-1]}"
+done
+d_bw=$(median "${D_BW[@]}") d_cps=$(median "${D_CPS[@]}")
+u_bw=$(median "${U_BW[@]}") u_cps=$(median "${U_CPS[@]}")
+x_bw=$(median "${X_BW[@]}") x_cps=$(median "${X_CPS[@]}")
+
 ratio() { python3 -c "print(f'{$1 / $2 * 100:.0f}%')"; }
-printf '%-12s %14s %10s %12s %10s\n' path 'iperf3 Gbit/s' 'vs direct' 'conn/s' 'vs direct'
-printf '%-12s %14s %10s %12s %10s\n' direct "$d_bw" 100% "$d_cps" 100%
-printf '%-12s %14s %10s %12s %10s\n' userspace "$u_bw" "$(ratio "$u_bw" "$d_bw")" "$u_cps" "$(ratio "$u_cps" "$d_cps")"
-printf '%-12s %14s %10s %12s %10s\n' xdp 'not built' - - -
+table=$(
+    printf '| path | iperf3 Gbit/s | vs direct | conn/s | vs direct |\n|---|---:|---:|---:|---:|\n'
+    printf '| direct | %s | 100%% | %s | 100%% |\n' "$d_bw" "$d_cps"
+    printf '| userspace | %s | %s | %s | %s |\n' "$u_bw" "$(ratio "$u_bw" "$d_bw")" "$u_cps" "$(ratio "$u_cps" "$d_cps")"
+    printf '| xdp (%s) | %s | %s | %s | %s |\n' "$XDP_MODE" "$x_bw" "$(ratio "$x_bw" "$d_bw")" "$x_cps" "$(ratio "$x_cps" "$d_cps")"
+)
+echo "$table"
+echo "xdp runs: $x_pkts packets counted, $x_slow of them through the slow path"
+
+if ((RECORD)); then
+    {
+        echo
+        echo "### L4 balancer $(date -u +%Y-%m-%dT%H:%MZ) — Linux $(uname -r) $(uname -m), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
+        echo
+        echo "\`bench/l4.sh --duration $DURATION --connections $CONNS --rounds $ROUNDS --xdp-mode $XDP_MODE\`: one run, one topology (veth + bridge, MTU 1520 balancer ↔ gateway, $XDP_MODE XDP), $ROUNDS interleaved rounds, medians; iperf3 (one TCP stream) client → server through the VIP; connections/s from a Python connect loop. XDP runs: $x_pkts packets counted, $x_slow through the slow path. Rounds (direct, userspace, xdp; Gbit/s and conn/s): direct ${D_BW[*]} / ${D_CPS[*]}; userspace ${U_BW[*]} / ${U_CPS[*]}; xdp ${X_BW[*]} / ${X_CPS[*]}. Load average at the start: $LOAD."
+        echo
+        echo "$table"
+    } >>"$ROOT/docs/benchmarks.md"
+    echo "recorded in docs/benchmarks.md"
+fi
