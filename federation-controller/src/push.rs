@@ -26,7 +26,7 @@ use tokio::sync::watch;
 
 use crate::reconcile::Desired;
 use crate::status::{ClusterProxies, NackRecord, ObjectId, ProxyReport};
-use crate::translate::proxy::{SIDECAR_LISTENER, sidecar_config};
+use crate::translate::proxy::{GatewayConfig, SIDECAR_LISTENER, sidecar_config};
 
 /// Node metadata key: the gateway address a gateway serves (`Cluster.spec.gateways[].address`).
 pub const META_ADDRESS: &str = "address";
@@ -56,18 +56,26 @@ pub fn group_of(n: &NodeInfo) -> GroupKey {
     }
 }
 
+/// The gateway configuration of a `gateway|CLUSTER|ADDRESS` group under `d`.
+fn gateway_for(group: &str, d: &Desired) -> Option<Arc<GatewayConfig>> {
+    let parts: Vec<&str> = group.split('|').collect();
+    let ["gateway", cluster, address] = parts.as_slice() else {
+        return None;
+    };
+    d.gateways
+        .iter()
+        .filter(|g| g.cluster == *cluster)
+        // A gateway that does not say which address it is gets the cluster's first.
+        .find(|g| address.is_empty() || g.address == *address)
+        .cloned()
+}
+
 /// What the proxies of `group` should serve under `d`; `None` when the group names an unknown
 /// cluster or gateway (the proxies then get nothing and stay as they are).
 pub fn config_for(group: &str, d: &Desired) -> Option<ProxyConfig> {
     let parts: Vec<&str> = group.split('|').collect();
     match parts.as_slice() {
-        ["gateway", cluster, address] => d
-            .gateways
-            .iter()
-            .filter(|g| g.cluster == *cluster)
-            // A gateway that does not say which address it is gets the cluster's first.
-            .find(|g| address.is_empty() || g.address == *address)
-            .map(|g| g.config.clone()),
+        ["gateway", ..] => gateway_for(group, d).map(|g| g.config.clone()),
         ["sidecar", cluster, namespace, listen] => {
             let mut doc = sidecar_config(&d.snapshot, &d.verdicts, cluster, namespace)?;
             for l in &mut doc.listeners {
@@ -359,6 +367,7 @@ pub async fn run(
     let mut attribution = Attribution::default();
     let mut rendered: BTreeSet<GroupKey> = BTreeSet::new();
     let mut rendered_revision = u64::MAX;
+    let mut gateways_sent: BTreeMap<GroupKey, Arc<GatewayConfig>> = BTreeMap::new();
     loop {
         let d = desired.borrow_and_update().clone();
         // Groups with a connected proxy: they need a snapshot.
@@ -373,6 +382,20 @@ pub async fn run(
             if !fresh && rendered.contains(g) {
                 continue;
             }
+            // The translator hands unchanged gateway configurations over as the same `Arc`:
+            // nothing to render again for them (at 300 gateways, one changed AccessPoint
+            // touches three).
+            let gateway = gateway_for(g, &d);
+            if rendered.contains(g)
+                && let (Some(new), Some(old)) = (&gateway, gateways_sent.get(g))
+                && Arc::ptr_eq(new, old)
+            {
+                continue;
+            }
+            match &gateway {
+                Some(gw) => gateways_sent.insert(g.clone(), gw.clone()),
+                None => gateways_sent.remove(g),
+            };
             if let Some(doc) = config_for(g, &d)
                 && let Some(snapshot) = snapshot_of(g, &doc)
             {
@@ -386,6 +409,7 @@ pub async fn run(
         if fresh {
             // Groups nobody is connected to any more are rendered again when one comes back.
             rendered.retain(|g| groups.contains(g));
+            gateways_sent.retain(|g, _| groups.contains(g));
             attribution.current.retain(|g, _| groups.contains(g));
             rendered_revision = d.revision;
         }
