@@ -123,8 +123,12 @@ pub fn ensure_token(data_dir: &Path) -> Result<String, RunError> {
         path: path.clone(),
         source,
     };
-    std::fs::create_dir_all(data_dir).map_err(err)?;
-    restrict_dir(data_dir).map_err(err)?;
+    // A directory we create holds the token and stored Secrets: owner only. One the operator
+    // made keeps the mode they chose (the token file itself is 0600 either way).
+    if !data_dir.exists() {
+        std::fs::create_dir_all(data_dir).map_err(err)?;
+        restrict_dir(data_dir).map_err(err)?;
+    }
     match std::fs::read_to_string(&path) {
         Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_owned()),
         Ok(_) => {}
@@ -138,7 +142,7 @@ pub fn ensure_token(data_dir: &Path) -> Result<String, RunError> {
     Ok(token)
 }
 
-/// The data directory holds the token and stored Secrets: owner only.
+/// Makes `dir` accessible to its owner only.
 #[cfg(unix)]
 fn restrict_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
