@@ -406,3 +406,275 @@ spec:
     assert!(r["count"].as_u64() >= Some(1), "{fixed:#}");
     assert!(r["rejectedBy"].is_null(), "{fixed:#}");
 }
+
+/// A keep-alive HTTP/1.1 connection for many requests.
+struct KeepAlive {
+    r: BufReader<TcpStream>,
+    port: u16,
+}
+
+impl KeepAlive {
+    fn open(port: u16) -> KeepAlive {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.set_nodelay(true).unwrap();
+        KeepAlive {
+            r: BufReader::new(s),
+            port,
+        }
+    }
+
+    /// `(status, body)`; reconnects once when the proxy closed the connection.
+    fn get(&mut self, host: &str, path: &str) -> (u16, String) {
+        match self.try_get(host, path) {
+            Some(r) => r,
+            None => {
+                *self = KeepAlive::open(self.port);
+                self.try_get(host, path).expect("request failed twice")
+            }
+        }
+    }
+
+    fn try_get(&mut self, host: &str, path: &str) -> Option<(u16, String)> {
+        // One write: several small ones meet Nagle and delayed ACKs (40 ms per request).
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        self.r.get_mut().write_all(req.as_bytes()).ok()?;
+        let mut status = String::new();
+        if self.r.read_line(&mut status).ok()? == 0 {
+            return None;
+        }
+        let code: u16 = status.split_whitespace().nth(1)?.parse().ok()?;
+        let mut len = 0usize;
+        let mut close = false;
+        loop {
+            let mut line = String::new();
+            self.r.read_line(&mut line).ok()?;
+            let l = line.to_ascii_lowercase();
+            if let Some(v) = l.strip_prefix("content-length:") {
+                len = v.trim().parse().ok()?;
+            }
+            if l.starts_with("connection:") && l.contains("close") {
+                close = true;
+            }
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+        }
+        let mut body = vec![0u8; len];
+        self.r.read_exact(&mut body).ok()?;
+        if close {
+            *self = KeepAlive::open(self.port);
+        }
+        Some((code, String::from_utf8_lossy(&body).into_owned()))
+    }
+}
+
+/// The cluster a demo-app answer came from (`[c1] ...` → `c1`).
+fn origin(body: &str) -> &str {
+    body.strip_prefix('[')
+        .and_then(|b| b.split_once(']'))
+        .map_or("?", |(v, _)| v)
+}
+
+/// A loopback address other than 127.0.0.1 where `port` is free, for backends that must share a
+/// port number (an AccessPoint route names one port for every cluster).
+fn backend_ip(third: u8, port: u16) -> String {
+    let ip = format!("127.77.{third}.21");
+    std::net::TcpListener::bind((ip.as_str(), port)).expect("loopback alias free");
+    ip
+}
+
+/// Through a real Envoy sidecar of c1 (us-west), a NameService host splits 99/1 between the
+/// us-west (c1) and us-east (c3) gateways — our `causeway gateway --xds` processes with demo-app
+/// backends; an AccessPoint change reaches both paths within 1 s of apply; stopping c1's gateway
+/// moves all traffic to c3 within the outlier detection interval + 1 s.
+///
+/// Tolerance of the split: c3's share over n = 10,000 requests is binomial with p = 0.01 if
+/// Envoy picked localities at random: mean 100, σ = √(n·p·(1−p)) ≈ 9.95. We accept 50..=150
+/// (±5σ: a correct proxy fails this less than once in a million runs) and print the count.
+/// Envoy's locality-weighted picking is in fact a deterministic weighted round robin, so the
+/// count lands within a few requests of 100.
+#[test]
+fn envoy_splits_99_to_1_by_locality_follows_changes_and_fails_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Controller::start(dir.path(), free_port());
+    let (http1, https1, http3, https3) = (free_port(), free_port(), free_port(), free_port());
+    let app = free_port();
+    let (ip1, ip3) = (backend_ip(1, app), backend_ip(3, app));
+    let demo = |ip: &str, v: &str| {
+        Guard(
+            Command::new(bin())
+                .args(["demo-app", "--listen", &format!("{ip}:{app}")])
+                .args(["--app-version", v])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let (_a1, _a3) = (demo(&ip1, "c1"), demo(&ip3, "c3"));
+    let ap = |extra: &str| {
+        format!(
+            "apiVersion: causeway.io/v1alpha1
+kind: AccessPoint
+metadata: {{name: shop, namespace: retail}}
+spec:
+  hosts: [shop.example.com]
+  listeners: [{{name: http, port: 80, protocol: HTTP}}]
+  http: [{{route: [{{destination: {{service: shop, port: {app}}}}}]{extra}}}]
+  placement: {{clusters: [c1, c3]}}
+"
+        )
+    };
+    let we = |name: &str, cluster: &str, ip: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: {name}, namespace: retail}}
+spec:
+  address: {ip}
+  ports: {{http: {app}}}
+  labels: {{app: shop, topology.istio.io/cluster: {cluster}}}
+"
+        )
+    };
+    c.apply(
+        dir.path(),
+        "federation.yaml",
+        &format!(
+            "{}---\n{}---\n{}---\n{}---\n{}---
+apiVersion: causeway.io/v1alpha1
+kind: NameService
+metadata: {{name: shop-global, namespace: retail}}
+spec:
+  fqdn: shop.global
+  ports: [{{number: 80, protocol: HTTP, name: http}}]
+  targets: [{{accessPoint: shop}}]
+  trafficPolicy:
+    locality:
+      distribute:
+      - {{from: \"us-west/*\", to: {{\"us-west/*\": 99, \"us-east/*\": 1}}}}
+    outlierDetection: {{consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}}
+",
+            cluster_yaml("c1", "us-west", "us-west-a", http1, https1),
+            cluster_yaml("c3", "us-east", "us-east-a", http3, https3),
+            we("shop-c1", "c1", &ip1),
+            we("shop-c3", "c3", &ip3),
+            ap(""),
+        ),
+    );
+    let mut gw1 = gateway(&c, "c1", "us-west/us-west-a", "gw-c1", dir.path());
+    let _gw3 = gateway(&c, "c3", "us-east/us-east-a", "gw-c3", dir.path());
+    let listen = free_port();
+    let _envoy = envoy_sidecar(&c, "c1", "us-west/us-west-a", listen, dir.path());
+    for port in [http1, http3] {
+        eventually("both gateways", Duration::from_secs(20), || {
+            get(port, "shop.example.com", "/route1").filter(|(code, _)| *code == 200)
+        });
+    }
+    let out = c.causeway(&["status", "--proxies", "--wait", "20s"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    eprintln!("{}", text(&out.stdout));
+    eventually("the sidecar's listener", Duration::from_secs(20), || {
+        get(listen, "shop.global", "/route1").filter(|(code, _)| *code == 200)
+    });
+    let out = c.causeway(&["status", "--proxies", "--wait", "20s"]);
+    eprintln!("{}", text(&out.stdout));
+    // Both localities' endpoints reached Envoy: wait until c3 has answered once.
+    let mut conn = KeepAlive::open(listen);
+    eventually(
+        "an answer from c3 through Envoy",
+        Duration::from_secs(20),
+        || {
+            let (code, body) = conn.get("shop.global", "/route1");
+            (code == 200 && origin(&body) == "c3").then_some(())
+        },
+    );
+
+    // 10,000 requests: 99/1.
+    let n = 10_000;
+    let mut counts = std::collections::BTreeMap::<String, u32>::new();
+    let started = Instant::now();
+    for _ in 0..n {
+        let (code, body) = conn.get("shop.global", "/route1");
+        assert_eq!(code, 200, "{body}");
+        *counts.entry(origin(&body).to_owned()).or_default() += 1;
+    }
+    let c3 = counts.get("c3").copied().unwrap_or(0);
+    eprintln!(
+        "locality split over {n} requests through Envoy: {counts:?} ({:.2}% to us-east; in {:?})",
+        f64::from(c3) * 100.0 / f64::from(n),
+        started.elapsed()
+    );
+    assert_eq!(counts.values().sum::<u32>(), n, "{counts:?}");
+    assert!((50..=150).contains(&c3), "c3 got {c3} of {n}: {counts:?}");
+
+    // An AccessPoint change (/route1 rewritten to /route2) through our gateway and through
+    // Envoy, measured from the start of the apply.
+    let applied = Instant::now();
+    c.apply(
+        dir.path(),
+        "ap-change.yaml",
+        &ap(", match: [{uri: {prefix: /route1}}], rewrite: {uri: /route2}"),
+    );
+    let mut gw_seen = None;
+    let mut envoy_seen = None;
+    let deadline = applied + Duration::from_secs(1);
+    while gw_seen.is_none() || envoy_seen.is_none() {
+        if gw_seen.is_none()
+            && get(http1, "shop.example.com", "/route1").is_some_and(|(_, b)| b.contains("route2"))
+        {
+            gw_seen = Some(applied.elapsed());
+        }
+        if envoy_seen.is_none() && conn.get("shop.global", "/route1").1.contains("route2") {
+            envoy_seen = Some(applied.elapsed());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the AccessPoint change was not served within 1 s of apply (gateway: {gw_seen:?}, \
+             Envoy: {envoy_seen:?})"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    eprintln!(
+        "AccessPoint change served {gw_seen:?} (our gateway) and {envoy_seen:?} (through Envoy) \
+         after the start of `causeway apply`"
+    );
+
+    // Stop c1's gateway: Envoy ejects it (3 consecutive failures) and sends everything to c3.
+    let interval = Duration::from_secs(1);
+    let _ = gw1.0.kill();
+    let _ = gw1.0.wait();
+    let stopped = Instant::now();
+    let mut failed = 0;
+    let mut streak = 0;
+    let mut first_of_streak = None;
+    while streak < 50 {
+        let (code, body) = conn.get("shop.global", "/route1");
+        if code == 200 && origin(&body) == "c3" {
+            if streak == 0 {
+                first_of_streak = Some(stopped.elapsed());
+            }
+            streak += 1;
+        } else {
+            failed += usize::from(code != 200);
+            streak = 0;
+        }
+        assert!(
+            stopped.elapsed() < interval + Duration::from_secs(1) || streak > 0,
+            "no failover within the outlier interval + 1 s ({failed} failed requests)"
+        );
+    }
+    let took = first_of_streak.unwrap();
+    eprintln!(
+        "failover to us-east: {took:?} after stopping c1's gateway ({failed} requests failed \
+         before the ejection; bound {:?})",
+        interval + Duration::from_secs(1)
+    );
+    assert!(took < interval + Duration::from_secs(1));
+}
