@@ -7,7 +7,14 @@
 #   (b) HTTPS termination with HTTP/2 (ALPN h2): h2load -c32 -m10
 # Reports req/s, p50 and p99 (median over rounds) and Causeway's ratios to Envoy and HAProxy.
 #
-#   bench/gateway.sh [--rounds N] [--duration SECONDS] [--record]
+# --lb runs the load-balancing cost comparison instead: one Causeway gateway, 100 endpoints
+# (one nginx listening on 100 ports), HTTP/1.1 wrk -t1 -c32 against
+#   rr:  plain round robin over the 100 endpoints;
+#   lb:  the same 100 endpoints in 4 localities (3 weighted at priority 0 as Istio `distribute`
+#        renders them, 1 at priority 1), outlier detection and retries on;
+# in interleaved rounds, and reports the cost of lb over rr (target: at most 10%).
+#
+#   bench/gateway.sh [--rounds N] [--duration SECONDS] [--lb] [--record]
 #
 # --record appends the result, with date and machine, to docs/benchmarks.md.
 # Needs: a release build (cargo build --release -p causeway-cli), wrk, h2load, nginx, haproxy,
@@ -17,12 +24,14 @@ set -euo pipefail
 ROUNDS=3
 DURATION=10
 RECORD=0
+LB=0
 while (($#)); do
     case $1 in
         --rounds) ROUNDS=$2; shift 2 ;;
         --duration) DURATION=$2; shift 2 ;;
         --record) RECORD=1; shift ;;
-        *) echo "usage: $0 [--rounds N] [--duration SECONDS] [--record]" >&2; exit 2 ;;
+        --lb) LB=1; shift ;;
+        *) echo "usage: $0 [--rounds N] [--duration SECONDS] [--lb] [--record]" >&2; exit 2 ;;
     esac
 done
 
@@ -67,6 +76,118 @@ error_log $W/$1.err warn;
 events { worker_connections 8192; }
 EOF
 }
+
+if ((LB)); then
+    LB_BASE=19100
+    nginx_common lb-backend >"$W/lb-backend.conf"
+    {
+        echo "http {"
+        echo "    access_log off;"
+        echo "    keepalive_requests 10000000;"
+        echo "    client_body_temp_path $W/b-body; proxy_temp_path $W/b-proxy; fastcgi_temp_path $W/b-fcgi;"
+        echo "    uwsgi_temp_path $W/b-uwsgi; scgi_temp_path $W/b-scgi;"
+        echo "    server {"
+        for ((i = 0; i < 100; i++)); do echo "        listen 127.0.0.1:$((LB_BASE + i));"; done
+        echo "        location / { return 200 \"hello from the backend\\n\"; }"
+        echo "    }"
+        echo "}"
+    } >>"$W/lb-backend.conf"
+    eps() { # eps FIRST COUNT → "127.0.0.1:PORT", … for YAML
+        local out=() i
+        for ((i = $1; i < $1 + $2; i++)); do out+=("\"127.0.0.1:$((LB_BASE + i))\""); done
+        local IFS=,
+        echo "${out[*]}"
+    }
+    cat >"$W/causeway-lb.yaml" <<EOF
+listeners:
+- {name: rr, address: "127.0.0.1:19085", protocol: HTTP, virtualHosts: [rr]}
+- {name: lb, address: "127.0.0.1:19086", protocol: HTTP, virtualHosts: [lb]}
+virtualHosts:
+- {name: rr, domains: ["*"], routes: [{route: {cluster: rr100}}]}
+- name: lb
+  domains: ["*"]
+  routes:
+  - route: {cluster: lb100, retries: {attempts: 2, perTryTimeout: 2s, retryOn: [5xx, connect-failure]}}
+clusters:
+- {name: rr100, endpoints: [$(eps 0 100)]}
+- name: lb100
+  localityEndpoints:
+  - {locality: {region: us-west, zone: us-west-a}, weight: 49500, endpoints: [$(eps 0 25)]}
+  - {locality: {region: us-west, zone: us-west-b}, weight: 49500, endpoints: [$(eps 25 25)]}
+  - {locality: {region: us-east, zone: us-east-a}, weight: 1000, endpoints: [$(eps 50 25)]}
+  - {locality: {region: eu-west, zone: eu-west-a}, priority: 1, weight: 1, endpoints: [$(eps 75 25)]}
+  outlierDetection: {consecutive5xxErrors: 5, consecutiveGatewayErrors: 3, interval: 1s,
+                     baseEjectionTime: 30s, maxEjectionPercent: 10}
+EOF
+    lb_start() {
+        "$@" >"$W/$(basename "$1").out" 2>&1 &
+        PIDS+=($!)
+    }
+    lb_start nginx -c "$W/lb-backend.conf" -p "$W"
+    lb_start "$CAUSEWAY" gateway --config "$W/causeway-lb.yaml" --concurrency 1 \
+        --admin 127.0.0.1:19001 --log-level warn
+    deadline=$((SECONDS + 20))
+    for port in $LB_BASE $((LB_BASE + 99)) 19085 19086; do
+        until curl -s -o /dev/null "http://127.0.0.1:$port/"; do
+            ((SECONDS < deadline)) || { echo "not up: $port" >&2; cat "$W"/*.out >&2; exit 1; }
+            sleep 0.1
+        done
+    done
+    lb_ms() {
+        awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f\n", v}'
+    }
+    declare -A LBR
+    for ((r = 1; r <= ROUNDS; r++)); do
+        order=(rr lb)
+        ((r % 2)) || order=(lb rr)
+        for m in "${order[@]}"; do
+            port=19085
+            [[ $m == lb ]] && port=19086
+            out=$(wrk -t1 -c32 -d"${DURATION}s" --latency "http://127.0.0.1:$port/")
+            if grep -q -e 'Non-2xx' -e 'Socket errors' <<<"$out"; then
+                echo "errors against $m:" >&2
+                echo "$out" >&2
+            fi
+            rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+            p50=$(awk '$1=="50%" {print $2}' <<<"$out" | lb_ms)
+            p99=$(awk '$1=="99%" {print $2}' <<<"$out" | lb_ms)
+            LBR[$m,$r]="$rps $p50 $p99"
+            echo "round $r $m: ${LBR[$m,$r]}" >&2
+        done
+    done
+    lb_median() { sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
+    declare -A LBM
+    for m in rr lb; do
+        for col in 1 2 3; do
+            LBM[$m,$col]=$(for ((r = 1; r <= ROUNDS; r++)); do
+                echo "${LBR[$m,$r]}" | awk -v c=$col '{print $c}'
+            done | lb_median)
+        done
+    done
+    lb_report() {
+        echo "### $(date -u +%Y-%m-%dT%H:%MZ) — load-balancing cost (\`bench/gateway.sh --lb\`) — $(uname -srm), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
+        echo
+        echo "$ROUNDS interleaved rounds of ${DURATION}s, medians; Causeway $("$CAUSEWAY" version | awk '{print $2}'),"
+        echo "one worker; wrk -t1 -c32 HTTP/1.1 on the same 2 cores; one nginx with 100 listening ports."
+        echo "rr: round robin over 100 endpoints. lb: the same endpoints in 3 weighted localities at"
+        echo "priority 0 (49500/49500/1000) and 1 at priority 1, outlier detection, retries (attempts 2)."
+        echo
+        echo "| cluster | req/s | p50 ms | p99 ms |"
+        echo "|---|---:|---:|---:|"
+        for m in rr lb; do echo "| $m | ${LBM[$m,1]} | ${LBM[$m,2]} | ${LBM[$m,3]} |"; done
+        echo
+        awk -v a="${LBM[lb,1]}" -v b="${LBM[rr,1]}" -v pa="${LBM[lb,3]}" -v pb="${LBM[rr,3]}" \
+            'BEGIN {printf "Cost of lb over rr: %.1f%% req/s, p99 %+.1f%% (target: at most 10%%).\n", (1 - a / b) * 100, (pa / pb - 1) * 100}'
+        echo
+    }
+    lb_report
+    if ((RECORD)); then
+        f=$ROOT/docs/benchmarks.md
+        { echo; lb_report; } >>"$f"
+        echo "appended to $f" >&2
+    fi
+    exit 0
+fi
 
 nginx_common backend >"$W/backend.conf"
 cat >>"$W/backend.conf" <<EOF
