@@ -26,7 +26,8 @@ use causeway_crds::istio::IstioObject;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 
-use causeway_crds::v1alpha1::AccessPoint;
+use causeway_crds::istio::WorkloadEntry;
+use causeway_crds::v1alpha1::{AccessPoint, NameService};
 
 use super::proxy::{self, GatewayConfig, Index, key_ref};
 use super::{AccessPointVerdict, Snapshot, istio};
@@ -119,6 +120,41 @@ fn scratch_key<'b>(buf: &'b mut String, a: &str, sep: char, b: &str) -> &'b str 
     buf
 }
 
+/// The tokens of one kind's objects in the previous snapshot, kept with the objects: an object
+/// that is the same `Arc` at the same position has the same token (the memo holds the `Arc`,
+/// so its address cannot be reused by another object meanwhile).
+struct Tokens<T> {
+    objects: Vec<Arc<T>>,
+    tokens: Vec<Fp>,
+}
+
+impl<T> Default for Tokens<T> {
+    fn default() -> Self {
+        Self {
+            objects: Vec::new(),
+            tokens: Vec::new(),
+        }
+    }
+}
+
+impl<T: Serialize> Tokens<T> {
+    /// The token of every object of `now`, computing only those that are not the same `Arc`
+    /// as in the previous snapshot.
+    fn update(&mut self, now: &[Arc<T>], meta: impl Fn(&T) -> &ObjectMeta) -> &[Fp] {
+        let tokens = now
+            .iter()
+            .enumerate()
+            .map(|(i, o)| match (self.objects.get(i), self.tokens.get(i)) {
+                (Some(p), Some(t)) if Arc::ptr_eq(p, o) => *t,
+                _ => token(meta(o), &**o),
+            })
+            .collect();
+        self.objects = now.to_vec();
+        self.tokens = tokens;
+        &self.tokens
+    }
+}
+
 /// What the translations so far produced, with the fingerprints they were computed under.
 #[derive(Default)]
 struct Memo {
@@ -132,6 +168,10 @@ struct Memo {
     istio_ns: Pieces<Arc<Vec<IstioObject>>>,
     /// Configuration of each gateway.
     gateways: Pieces<Arc<GatewayConfig>>,
+    /// Tokens of the previous snapshot's WorkloadEntries, AccessPoints and NameServices.
+    workload_tokens: Tokens<WorkloadEntry>,
+    access_point_tokens: Tokens<AccessPoint>,
+    name_service_tokens: Tokens<NameService>,
 }
 
 /// The translator's output, as the reconciler publishes it.
@@ -183,12 +223,15 @@ impl Translator {
 
         // WorkloadEntries by (namespace, app): an order-independent sum of their tokens.
         let mut groups: HashMap<(&str, &str), Fp> = HashMap::default();
-        for w in &s.workload_entries {
+        let we_tokens = memo
+            .workload_tokens
+            .update(&s.workload_entries, |w| &w.metadata);
+        for (w, t) in s.workload_entries.iter().zip(we_tokens) {
             if let Some(app) = w.spec.labels.get("app") {
                 let e = groups
                     .entry((ns_of(&w.metadata), app.as_str()))
                     .or_default();
-                *e = e.wrapping_add(token(&w.metadata, &**w));
+                *e = e.wrapping_add(*t);
             }
         }
         let idx = Index::new(s);
@@ -196,9 +239,12 @@ impl Translator {
         // Per AccessPoint: its own token, the NameServices naming it, its backends' endpoints.
         let mut ap_tokens: HashMap<(&str, &str), (Fp, Fp)> =
             HashMap::with_capacity_and_hasher(s.access_points.len(), Default::default());
-        for ap in &s.access_points {
+        let own_tokens = memo
+            .access_point_tokens
+            .update(&s.access_points, |a| &a.metadata);
+        for (ap, own) in s.access_points.iter().zip(own_tokens) {
             let (ns, name) = key_ref(&ap.metadata);
-            let own = token(&ap.metadata, &**ap);
+            let own = *own;
             let mut h = hasher();
             own.hash(&mut h);
             idx.fqdns(ns, name).hash(&mut h);
@@ -265,12 +311,16 @@ impl Translator {
                 istio_out.push(objects);
             }
         }
-        let mut nss: Vec<_> = s.name_services.iter().collect();
-        nss.sort_by(|a, b| key_ref(&a.metadata).cmp(&key_ref(&b.metadata)));
-        for n in nss {
+        let ns_tokens = memo
+            .name_service_tokens
+            .update(&s.name_services, |n| &n.metadata)
+            .to_vec();
+        let mut nss: Vec<_> = s.name_services.iter().zip(ns_tokens).collect();
+        nss.sort_by(|a, b| key_ref(&a.0.metadata).cmp(&key_ref(&b.0.metadata)));
+        for (n, own) in nss {
             let (ns, name) = key_ref(&n.metadata);
             let mut h = hasher();
-            (epoch, token(&n.metadata, &**n)).hash(&mut h);
+            (epoch, own).hash(&mut h);
             for t in &n.spec.targets {
                 if let Some(ap) = &t.access_point {
                     let v = verdicts.get(&(ns.to_owned(), ap.clone()));

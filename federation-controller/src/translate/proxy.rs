@@ -310,8 +310,11 @@ pub(crate) struct Index<'a> {
     fqdns: BTreeMap<(&'a str, &'a str), Vec<&'a str>>,
 }
 
-type WorkloadIndex<'a> =
-    BTreeMap<(&'a str, &'a str, &'a str), Vec<&'a causeway_crds::istio::WorkloadEntry>>;
+type WorkloadIndex<'a> = std::collections::HashMap<
+    (&'a str, &'a str, &'a str),
+    Vec<&'a causeway_crds::istio::WorkloadEntry>,
+    foldhash::fast::RandomState,
+>;
 
 impl<'a> Index<'a> {
     pub(crate) fn new(s: &'a Snapshot) -> Self {
@@ -339,7 +342,7 @@ impl<'a> Index<'a> {
 
     fn workloads(&self) -> &WorkloadIndex<'a> {
         self.workloads.get_or_init(|| {
-            let mut workloads: WorkloadIndex<'a> = BTreeMap::new();
+            let mut workloads: WorkloadIndex<'a> = WorkloadIndex::default();
             for w in &self.snapshot.workload_entries {
                 let l = &w.spec.labels;
                 if let (Some(app), Some(cluster)) = (l.get("app"), l.get(CLUSTER_LABEL)) {
