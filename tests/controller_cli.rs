@@ -4,11 +4,14 @@
 #[path = "../federation-controller/tests/store_support/etcd.rs"]
 mod etcd_support;
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use support::{Guard, free_port};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -506,24 +509,6 @@ async fn leader_failover_on_etcd() {
     let took = killed.elapsed();
     eprintln!("failover: status written by the new leader {took:?} after the kill");
     assert_ne!(leader().await, Some(first));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A process killed on drop.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A one-line HTTP server standing in for cluster c1's gateway: answers every request with

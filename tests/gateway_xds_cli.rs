@@ -3,30 +3,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use causeway_proxy_config::ProxyConfig;
 use causeway_proxy_config::envoy::{EnvoyOptions, to_envoy};
 use causeway_xds::{AdsServer, ServerOptions, Snapshot, SnapshotCache, SyncState};
 
-/// Kills the gateway on every exit path.
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::{Guard as Kill, free_port};
 
 fn curl(url: &str) -> (u16, String) {
     let out = Command::new("curl")
