@@ -7,9 +7,6 @@
 //!
 //! `cargo run --release -p causeway-controller --example sidecar_scope -- [SERVICES] [NAMESPACES]`
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-// `.into()` builds the snapshot's object lists whether they hold the objects or `Arc`s of them
-// (the translator is moving to shared objects).
-#![allow(clippy::useless_conversion)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,90 +14,11 @@ use std::time::Instant;
 
 use causeway_controller::reconcile;
 use causeway_controller::translate::Snapshot;
-use causeway_crds::istio::WorkloadEntry;
-use causeway_crds::v1alpha1::{AccessPoint, Cluster, NameService};
 use causeway_proxy_config::envoy::{EnvoyOptions, to_envoy};
-use serde_json::json;
 
-thread_local! {
-    static NS: std::cell::Cell<usize> = const { std::cell::Cell::new(1000) };
-}
-
-fn namespaces() -> usize {
-    NS.with(std::cell::Cell::get)
-}
-
-fn cluster(i: usize) -> Cluster {
-    let region = ["us-west", "us-east", "eu-west", "ap-south"][i % 4];
-    let zone = format!("{region}-{}", (b'a' + (i / 4 % 3) as u8) as char);
-    serde_json::from_value(json!({
-        "apiVersion": "causeway.io/v1alpha1", "kind": "Cluster",
-        "metadata": {"name": format!("c{i}"), "labels": {"region": region, "tier": if i.is_multiple_of(2) { "edge" } else { "core" }},
-                     "generation": 1, "creationTimestamp": "2026-01-01T00:00:00Z"},
-        "spec": {"locality": {"region": region, "zone": zone}, "network": format!("net-{region}"),
-                 "environment": "prod", "role": "Gateway",
-                 "gateways": [{"address": format!("10.{}.{}.1", i / 250, i % 250)}]}
-    }))
-    .unwrap()
-}
-
-fn access_point(i: usize, clusters: usize, variant: u32) -> AccessPoint {
-    // Each AccessPoint is placed on 3 clusters (a zone per region) — eBay publishes a service
-    // in a handful of gateway clusters, not everywhere.
-    let placed: Vec<String> = (0..3)
-        .map(|k| format!("c{}", (i * 7 + k * 13) % clusters))
-        .collect();
-    serde_json::from_value(json!({
-        "apiVersion": "causeway.io/v1alpha1", "kind": "AccessPoint",
-        "metadata": {"name": format!("svc{i}"), "namespace": format!("team{}", i % namespaces()),
-                     "generation": variant, "creationTimestamp": "2026-01-01T00:00:00Z"},
-        "spec": {
-            "hosts": [format!("svc{i}.example.com")],
-            "vip": {"pool": "default"},
-            "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
-            "subsets": [{"name": "v1", "labels": {"version": "v1"}}, {"name": "v2", "labels": {"version": "v2"}}],
-            "http": [
-                {"name": "canary", "match": [{"headers": {"x-canary": {"exact": "1"}}}],
-                 "route": [{"destination": {"service": format!("svc{i}"), "port": 8080, "subset": "v2"}}]},
-                {"name": "default", "match": [{"uri": {"prefix": "/"}}], "timeout": format!("{variant}s"),
-                 "route": [{"destination": {"service": format!("svc{i}"), "port": 8080, "subset": "v1"}, "weight": 90},
-                           {"destination": {"service": format!("svc{i}"), "port": 8080, "subset": "v2"}, "weight": 10}]}
-            ],
-            "placement": {"clusters": placed},
-            "trafficPolicy": {
-                "locality": {"distribute": [{"from": "us-west/*", "to": {"us-west/*": 99, "us-east/*": 1}}]},
-                "outlierDetection": {"consecutive5xxErrors": 3, "interval": "1s", "baseEjectionTime": "10s"}
-            }
-        }
-    }))
-    .unwrap()
-}
-
-fn name_service(i: usize) -> NameService {
-    serde_json::from_value(json!({
-        "apiVersion": "causeway.io/v1alpha1", "kind": "NameService",
-        "metadata": {"name": format!("svc{i}-global"), "namespace": format!("team{}", i % namespaces()), "generation": 1},
-        "spec": {"fqdn": format!("svc{i}.global"), "ports": [{"number": 80, "protocol": "HTTP"}],
-                 "targets": [{"accessPoint": format!("svc{i}")}],
-                 "exportTo": [format!("team{}", i % namespaces())]}
-    }))
-    .unwrap()
-}
-
-fn workload(i: usize, clusters: usize) -> Vec<WorkloadEntry> {
-    (0..3)
-        .map(|k| {
-            serde_json::from_value(json!({
-                "apiVersion": "networking.istio.io/v1", "kind": "WorkloadEntry",
-                "metadata": {"name": format!("svc{i}-{k}"), "namespace": format!("team{}", i % namespaces()), "generation": 1},
-                "spec": {"address": format!("10.200.{}.{}", i / 250 % 250, i % 250),
-                         "labels": {"app": format!("svc{i}"), "version": if k == 0 { "v2" } else { "v1" },
-                                    "topology.istio.io/cluster": format!("c{}", (i * 7 + k * 13) % clusters)}}
-            }))
-            .unwrap()
-        })
-        .collect()
-}
+#[path = "support/synthetic.rs"]
+mod synthetic;
+use synthetic::{access_point, cluster, name_service, workload};
 
 fn main() {
     let args: Vec<usize> = std::env::args()
@@ -108,17 +26,19 @@ fn main() {
         .filter_map(|a| a.parse().ok())
         .collect();
     let services = args.first().copied().unwrap_or(10_000);
-    NS.with(|n| n.set(args.get(1).copied().unwrap_or(1000)));
+    let namespaces = args.get(1).copied().unwrap_or(1000);
     let clusters = 100;
     let snapshot = Snapshot {
-        clusters: (0..clusters).map(|i| cluster(i).into()).collect(),
+        clusters: (0..clusters).map(|i| Arc::new(cluster(i))).collect(),
         access_points: (0..services)
-            .map(|i| access_point(i, clusters, 1).into())
+            .map(|i| Arc::new(access_point(i, clusters, namespaces, 1)))
             .collect(),
-        name_services: (0..services).map(|i| name_service(i).into()).collect(),
+        name_services: (0..services)
+            .map(|i| Arc::new(name_service(i, namespaces, true)))
+            .collect(),
         workload_entries: (0..services)
-            .flat_map(|i| workload(i, clusters))
-            .map(Into::into)
+            .flat_map(|i| workload(i, clusters, namespaces))
+            .map(Arc::new)
             .collect(),
         ..Default::default()
     };
@@ -174,8 +94,7 @@ fn main() {
     ];
     let total: usize = sizes.iter().map(|s| s.1).sum();
     println!(
-        "federation: {clusters} clusters, {services} AccessPoints + {services} NameServices in {} namespaces (full translation {translated:.1?})",
-        namespaces()
+        "federation: {clusters} clusters, {services} AccessPoints + {services} NameServices in {namespaces} namespaces (full translation {translated:.1?})"
     );
     println!(
         "sidecar of c0/team0 sees {} NameServices (rendered in {rendered:.1?})",

@@ -19,81 +19,14 @@ use causeway_controller::reconcile::{self, Desired};
 use causeway_controller::status::{ClusterProxies, ProxyReport};
 use causeway_controller::translate::Snapshot;
 use causeway_controller::translate::incremental::Translator;
-use causeway_crds::istio::WorkloadEntry;
-use causeway_crds::v1alpha1::{AccessPoint, Cluster, NameService};
 use k8s_openapi::jiff::Timestamp;
-use serde_json::json;
 
-fn cluster(i: usize) -> Cluster {
-    let region = ["us-west", "us-east", "eu-west", "ap-south"][i % 4];
-    let zone = format!("{region}-{}", (b'a' + (i / 4 % 3) as u8) as char);
-    serde_json::from_value(json!({
-        "apiVersion": "causeway.io/v1alpha1", "kind": "Cluster",
-        "metadata": {"name": format!("c{i}"), "labels": {"region": region, "tier": if i.is_multiple_of(2) { "edge" } else { "core" }},
-                     "generation": 1, "creationTimestamp": "2026-01-01T00:00:00Z"},
-        "spec": {"locality": {"region": region, "zone": zone}, "network": format!("net-{region}"),
-                 "environment": "prod", "role": "Gateway",
-                 "gateways": [{"address": format!("10.{}.{}.1", i / 250, i % 250)}]}
-    }))
-    .unwrap()
-}
+#[path = "support/synthetic.rs"]
+mod synthetic;
+use synthetic::{access_point, cluster, name_service, workload};
 
-fn access_point(i: usize, clusters: usize, variant: u32) -> AccessPoint {
-    // Each AccessPoint is placed on 3 clusters (a zone per region) — eBay publishes a service
-    // in a handful of gateway clusters, not everywhere.
-    let placed: Vec<String> = (0..3)
-        .map(|k| format!("c{}", (i * 7 + k * 13) % clusters))
-        .collect();
-    serde_json::from_value(json!({
-        "apiVersion": "causeway.io/v1alpha1", "kind": "AccessPoint",
-        "metadata": {"name": format!("svc{i}"), "namespace": format!("team{}", i % 50),
-                     "generation": variant, "creationTimestamp": "2026-01-01T00:00:00Z"},
-        "spec": {
-            "hosts": [format!("svc{i}.example.com")],
-            "vip": {"pool": "default"},
-            "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
-            "subsets": [{"name": "v1", "labels": {"version": "v1"}}, {"name": "v2", "labels": {"version": "v2"}}],
-            "http": [
-                {"name": "canary", "match": [{"headers": {"x-canary": {"exact": "1"}}}],
-                 "route": [{"destination": {"service": format!("svc{i}"), "port": 8080, "subset": "v2"}}]},
-                {"name": "default", "match": [{"uri": {"prefix": "/"}}], "timeout": format!("{variant}s"),
-                 "route": [{"destination": {"service": format!("svc{i}"), "port": 8080, "subset": "v1"}, "weight": 90},
-                           {"destination": {"service": format!("svc{i}"), "port": 8080, "subset": "v2"}, "weight": 10}]}
-            ],
-            "placement": {"clusters": placed},
-            "trafficPolicy": {
-                "locality": {"distribute": [{"from": "us-west/*", "to": {"us-west/*": 99, "us-east/*": 1}}]},
-                "outlierDetection": {"consecutive5xxErrors": 3, "interval": "1s", "baseEjectionTime": "10s"}
-            }
-        }
-    }))
-    .unwrap()
-}
-
-fn name_service(i: usize) -> NameService {
-    serde_json::from_value(json!({
-        "apiVersion": "causeway.io/v1alpha1", "kind": "NameService",
-        "metadata": {"name": format!("svc{i}-global"), "namespace": format!("team{}", i % 50), "generation": 1},
-        "spec": {"fqdn": format!("svc{i}.global"), "ports": [{"number": 80, "protocol": "HTTP"}],
-                 "targets": [{"accessPoint": format!("svc{i}")}]}
-    }))
-    .unwrap()
-}
-
-fn workload(i: usize, clusters: usize) -> Vec<WorkloadEntry> {
-    (0..3)
-        .map(|k| {
-            serde_json::from_value(json!({
-                "apiVersion": "networking.istio.io/v1", "kind": "WorkloadEntry",
-                "metadata": {"name": format!("svc{i}-{k}"), "namespace": format!("team{}", i % 50), "generation": 1},
-                "spec": {"address": format!("10.200.{}.{}", i / 250 % 250, i % 250),
-                         "labels": {"app": format!("svc{i}"), "version": if k == 0 { "v2" } else { "v1" },
-                                    "topology.istio.io/cluster": format!("c{}", (i * 7 + k * 13) % clusters)}}
-            }))
-            .unwrap()
-        })
-        .collect()
-}
+/// Namespaces the services are spread over.
+const NAMESPACES: usize = 50;
 
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -129,11 +62,14 @@ fn main() {
     let mut snapshot = Snapshot {
         clusters: (0..clusters).map(cluster).map(Arc::new).collect(),
         access_points: (0..aps)
-            .map(|i| Arc::new(access_point(i, clusters, 1)))
+            .map(|i| Arc::new(access_point(i, clusters, NAMESPACES, 1)))
             .collect(),
-        name_services: (0..objects - aps).map(name_service).map(Arc::new).collect(),
+        name_services: (0..objects - aps)
+            .map(|i| name_service(i, NAMESPACES, false))
+            .map(Arc::new)
+            .collect(),
         workload_entries: (0..aps)
-            .flat_map(|i| workload(i, clusters))
+            .flat_map(|i| workload(i, clusters, NAMESPACES))
             .map(Arc::new)
             .collect(),
         ..Default::default()
@@ -171,7 +107,8 @@ fn main() {
     let mut inc = full;
     for round in 0..10 {
         let i = (aps / 2 + round * 97) % aps;
-        snapshot.access_points[i] = Arc::new(access_point(i, clusters, 2 + round as u32));
+        snapshot.access_points[i] =
+            Arc::new(access_point(i, clusters, NAMESPACES, 2 + round as u32));
         let snap = Arc::new(snapshot.clone());
         let (t, c) = (Instant::now(), cpu());
         inc = reconcile::translate_with(&mut translator, 2 + round as u64, snap, vips.clone());
