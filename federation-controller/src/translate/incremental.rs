@@ -237,6 +237,10 @@ impl Translator {
         let idx = Index::new(s);
 
         // Per AccessPoint: its own token, the NameServices naming it, its backends' endpoints.
+        // The same dependency fingerprints by object address, for the gateways' lists of
+        // `&AccessPoint` (hashing an address, not two strings, 15,000 times).
+        let mut deps_by_ptr: HashMap<usize, Fp> =
+            HashMap::with_capacity_and_hasher(s.access_points.len(), Default::default());
         let mut ap_tokens: HashMap<(&str, &str), (Fp, Fp)> =
             HashMap::with_capacity_and_hasher(s.access_points.len(), Default::default());
         let own_tokens = memo
@@ -251,7 +255,9 @@ impl Translator {
             for (bns, svc) in placement::backend_refs(ap) {
                 groups.get(&(bns, svc)).hash(&mut h);
             }
-            ap_tokens.insert((ns, name), (own, h.finish()));
+            let deps = h.finish();
+            ap_tokens.insert((ns, name), (own, deps));
+            deps_by_ptr.insert(Arc::as_ptr(ap) as usize, deps);
         }
 
         // Verdicts: placement per AccessPoint (memoised), host ownership over all.
@@ -311,6 +317,10 @@ impl Translator {
                 istio_out.push(objects);
             }
         }
+        let verdict_of: HashMap<(&str, &str), &AccessPointVerdict> = verdicts
+            .iter()
+            .map(|(k, v)| ((k.0.as_str(), k.1.as_str()), v))
+            .collect();
         let ns_tokens = memo
             .name_service_tokens
             .update(&s.name_services, |n| &n.metadata)
@@ -323,7 +333,7 @@ impl Translator {
             (epoch, own).hash(&mut h);
             for t in &n.spec.targets {
                 if let Some(ap) = &t.access_point {
-                    let v = verdicts.get(&(ns.to_owned(), ap.clone()));
+                    let v = verdict_of.get(&(ns, ap.as_str()));
                     v.map(|v| (v.accepted(), &v.placed.clusters)).hash(&mut h);
                 } else if let Some(svc) = &t.service {
                     let sns = t.namespace.as_deref().unwrap_or(ns);
@@ -351,8 +361,10 @@ impl Translator {
             let mut h = hasher();
             epoch.hash(&mut h);
             for ap in list {
-                let k = key_ref(&ap.metadata);
-                (k, ap_tokens.get(&k).map(|t| t.1)).hash(&mut h);
+                // The dependency fingerprint covers the AccessPoint's name (its token does).
+                deps_by_ptr
+                    .get(&(std::ptr::from_ref::<AccessPoint>(ap) as usize))
+                    .hash(&mut h);
             }
             let fp = h.finish();
             for g in &c.spec.gateways {
