@@ -110,8 +110,15 @@ fn demo_app(port: u16, version: &str) -> Guard {
     )
 }
 
-/// `causeway gateway --xds` for cluster `cluster` at 127.0.0.1.
-fn gateway(c: &Controller, cluster: &str, locality: &str, id: &str, dir: &Path) -> Guard {
+/// `causeway gateway --xds` for cluster `cluster` at 127.0.0.1, admin on `admin`.
+fn gateway(
+    c: &Controller,
+    cluster: &str,
+    locality: &str,
+    id: &str,
+    dir: &Path,
+    admin: u16,
+) -> Guard {
     let log = std::fs::File::create(dir.join(format!("{id}.log"))).unwrap();
     Guard(
         Command::new(bin())
@@ -119,7 +126,7 @@ fn gateway(c: &Controller, cluster: &str, locality: &str, id: &str, dir: &Path) 
             .arg(format!("http://127.0.0.1:{}", c.xds))
             .args(["--cluster", cluster, "--address", "127.0.0.1"])
             .args(["--locality", locality, "--node-id", id])
-            .args(["--admin", &format!("127.0.0.1:{}", free_port())])
+            .args(["--admin", &format!("127.0.0.1:{admin}")])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -184,6 +191,18 @@ fn get(port: u16, host: &str, path: &str) -> Option<(u16, String)> {
     let code = resp.split_whitespace().nth(1)?.parse().ok()?;
     let body = resp.split_once("\r\n\r\n").map(|x| x.1.to_owned())?;
     Some((code, body))
+}
+
+/// Requests our gateway has answered so far (from its admin `/stats/prometheus`).
+fn requests_served(admin: u16) -> u64 {
+    get(admin, "127.0.0.1", "/stats/prometheus")
+        .map(|(_, body)| {
+            body.lines()
+                .filter(|l| l.starts_with("causeway_gateway_requests_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64
+        })
+        .unwrap_or(0)
 }
 
 fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -261,7 +280,14 @@ spec:
             backend_yaml("shop-c1", "c1", app, "v1"),
         ),
     );
-    let _gw = gateway(&c, "c1", "us-west/us-west-a", "gw-c1", dir.path());
+    let _gw = gateway(
+        &c,
+        "c1",
+        "us-west/us-west-a",
+        "gw-c1",
+        dir.path(),
+        free_port(),
+    );
     let listen = free_port();
     let _envoy = envoy_sidecar(&c, "c1", "us-west/us-west-a", listen, dir.path());
     eventually("shop through the gateway", Duration::from_secs(20), || {
@@ -548,8 +574,22 @@ spec:
             ap(""),
         ),
     );
-    let mut gw1 = gateway(&c, "c1", "us-west/us-west-a", "gw-c1", dir.path());
-    let _gw3 = gateway(&c, "c3", "us-east/us-east-a", "gw-c3", dir.path());
+    let mut gw1 = gateway(
+        &c,
+        "c1",
+        "us-west/us-west-a",
+        "gw-c1",
+        dir.path(),
+        free_port(),
+    );
+    let _gw3 = gateway(
+        &c,
+        "c3",
+        "us-east/us-east-a",
+        "gw-c3",
+        dir.path(),
+        free_port(),
+    );
     let listen = free_port();
     let _envoy = envoy_sidecar(&c, "c1", "us-west/us-west-a", listen, dir.path());
     for port in [http1, http3] {
@@ -699,7 +739,8 @@ spec:
             backend_yaml("shop-c1", "c1", app, "v1"),
         ),
     );
-    let _gw = gateway(&c, "c1", "us-west/us-west-a", "gw-c1", dir.path());
+    let admin = free_port();
+    let _gw = gateway(&c, "c1", "us-west/us-west-a", "gw-c1", dir.path(), admin);
     let listen = free_port();
     let _envoy = envoy_sidecar(&c, "c1", "us-west/us-west-a", listen, dir.path());
     for (port, host) in [(http, "shop.example.com"), (listen, "shop.global")] {
@@ -726,7 +767,14 @@ spec:
     };
     let through_envoy = Guard(wrk(listen, "shop.global"));
     let through_gateway = Guard(wrk(http, "shop.example.com"));
-    std::thread::sleep(Duration::from_secs(1)); // load before the restart, not a synchronisation
+    // The restart happens under load: wait until both wrk runs are flowing through the
+    // gateway (every request, direct or through Envoy, ends there).
+    let before = requests_served(admin);
+    eventually(
+        "wrk load through the gateway",
+        Duration::from_secs(10),
+        || (requests_served(admin) >= before + 200).then_some(()),
+    );
     let restart = Instant::now();
     drop(c);
     c = Controller::start(dir.path(), xds);
