@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod ipam;
+pub mod l4lb;
 pub mod placement;
 pub mod proxies;
 pub mod push;

@@ -33,8 +33,8 @@ pub const META_ADDRESS: &str = "address";
 /// Node metadata key: where a sidecar's outbound listener binds (`IP:PORT`).
 pub const META_LISTEN: &str = "listen";
 
-/// The group of a proxy: `gateway|CLUSTER|ADDRESS`, `sidecar|CLUSTER|NAMESPACE|LISTEN`, or
-/// `ROLE|CLUSTER` for anything else (which gets nothing yet).
+/// The group of a proxy: `gateway|CLUSTER|ADDRESS`, `sidecar|CLUSTER|NAMESPACE|LISTEN`,
+/// `l4lb|CLUSTER|REGION|ZONE`, or `ROLE|CLUSTER` for anything else (which gets nothing).
 pub fn group_of(n: &NodeInfo) -> GroupKey {
     let cluster = if n.cluster.is_empty() {
         &n.node_cluster
@@ -52,6 +52,7 @@ pub fn group_of(n: &NodeInfo) -> GroupKey {
             };
             format!("sidecar|{cluster}|{ns}|{}", meta(META_LISTEN))
         }
+        "l4lb" => crate::l4lb::group_of(n),
         role => format!("{role}|{cluster}"),
     }
 }
@@ -336,6 +337,8 @@ pub fn proxy_report(server: &AdsServer, now: Timestamp) -> ProxyReport {
                 e.gateways_acked += u32::from(synced);
                 e.gateways_nacked += u32::from(nacked);
             }
+            // Balancers are listed by `status --proxies`; they are not a cluster's proxies.
+            "l4lb" => {}
             _ => {
                 e.sidecars += 1;
                 e.sidecars_acked += u32::from(synced);
@@ -380,6 +383,14 @@ pub async fn run(
         let fresh = d.revision != rendered_revision;
         for g in &groups {
             if !fresh && rendered.contains(g) {
+                continue;
+            }
+            // L4 balancers get their VIP assignments (crate::l4lb), nothing else.
+            if g.starts_with("l4lb|") {
+                if let Some(s) = crate::l4lb::snapshot_for(g, &d.snapshot, &d.verdicts, &d.vips) {
+                    server.cache().set_snapshot(g.clone(), s);
+                }
+                rendered.insert(g.clone());
                 continue;
             }
             // The translator hands unchanged gateway configurations over as the same `Arc`:
