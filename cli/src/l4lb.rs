@@ -1,4 +1,5 @@
-//! `causeway l4lb`: the L4 balancer (VIPs from a static file, Maglev, IPIP to gateways, BGP),
+//! `causeway l4lb`: the L4 balancer (VIPs from a static file and/or the controller's ADS,
+//! Maglev, IPIP to gateways, BGP),
 //! and `causeway l4lb decap`, the agent on gateway hosts. See docs/l4lb.md.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -9,6 +10,7 @@ use anyhow::Context;
 use causeway_l4lb::app::{Balancer, BalancerOptions, Decap, DecapOptions};
 use causeway_l4lb::config::Config;
 use causeway_l4lb::xdp::{self, Mode, XdpOptions};
+use causeway_xds::{AdsClient, Any, ClientOptions, NodeInfo};
 use tracing_subscriber::EnvFilter;
 
 /// Arguments of `causeway l4lb`.
@@ -17,9 +19,33 @@ use tracing_subscriber::EnvFilter;
 pub struct Args {
     #[command(subcommand)]
     command: Option<Sub>,
-    /// The VIP file (YAML, see docs/l4lb.md).
-    #[arg(long, value_name = "FILE", required = true)]
+    /// The VIP file (YAML, see docs/l4lb.md). With --xds optional: it then gives the local
+    /// settings (BGP, conntrack) and any static VIPs next to the controller's.
+    #[arg(long, value_name = "FILE", required_unless_present = "xds")]
     config: Option<PathBuf>,
+    /// Take VIP assignments from the controller's ADS, e.g. http://127.0.0.1:15010 (see
+    /// docs/l4lb.md, "VIPs from the controller"). Needs --zone, --locality or --cluster.
+    #[arg(long, value_name = "URL")]
+    xds: Option<String>,
+    /// With --xds: the federation member cluster the balancer belongs to (node metadata
+    /// `cluster`); without --zone/--locality the balancer serves that cluster's zone.
+    #[arg(long, value_name = "NAME", requires = "xds")]
+    cluster: Option<String>,
+    /// With --xds: the balancer's locality as region/zone/subzone; it gets the gateways of the
+    /// placed clusters in this zone.
+    #[arg(
+        long,
+        value_name = "REGION/ZONE/SUBZONE",
+        requires = "xds",
+        conflicts_with = "zone"
+    )]
+    locality: Option<String>,
+    /// With --xds: the balancer's zone (shorthand for --locality with any region).
+    #[arg(long, value_name = "ZONE", requires = "xds")]
+    zone: Option<String>,
+    /// With --xds: the node id (default l4lb-<zone or cluster>-<hostname>-<pid>).
+    #[arg(long, value_name = "ID", requires = "xds")]
+    node_id: Option<String>,
     /// TUN device the VIP routes point into.
     #[arg(long, value_name = "NAME", default_value = "cwlb0")]
     tun: String,
@@ -166,20 +192,37 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(Sub::Decap(d)) = args.command {
         return decap(d);
     }
-    let Some(path) = args.config else {
-        anyhow::bail!("--config FILE is required");
-    };
-    let config = match Config::load(&path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{}: {e}", path.display());
-            return Ok(ExitCode::from(1));
-        }
+    let config = match &args.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                return Ok(ExitCode::from(1));
+            }
+        },
+        None if args.xds.is_some() => Config {
+            vips: Vec::new(),
+            conntrack: Default::default(),
+            bgp: None,
+        },
+        None => anyhow::bail!("give --config FILE, --xds URL, or both"),
     };
     if args.check {
-        println!("{}: valid", path.display());
+        if let Some(path) = &args.config {
+            println!("{}: valid", path.display());
+        }
         return Ok(ExitCode::SUCCESS);
     }
+    let xds = match &args.xds {
+        Some(endpoint) => Some(xds_client(
+            endpoint,
+            args.cluster.as_deref(),
+            args.locality.as_deref(),
+            args.zone.as_deref(),
+            args.node_id.as_deref(),
+        )?),
+        None => None,
+    };
     let xdp = xdp_options(args.datapath, args.interface, args.xdp_mode)?;
     init_logging(&args.log_level)?;
     let opts = BalancerOptions {
@@ -191,10 +234,98 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     runtime()?.block_on(async move {
         let b = Balancer::start(config, opts).await?;
+        let (stop_xds, mut stopped) = tokio::sync::watch::channel(false);
+        let client = xds.map(|client| {
+            let updater = b.updater();
+            let mut status = client.status();
+            let state = updater.clone();
+            // The client's status in the admin /state document.
+            tokio::spawn(async move {
+                loop {
+                    let json = serde_json::to_string(&*status.borrow_and_update())
+                        .unwrap_or_else(|_| "null".into());
+                    state.set_state(json);
+                    if status.changed().await.is_err() {
+                        return;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                // The client logs NACKs; the updater logs what it applied.
+                let handler = move |type_url: &str, _version: &str, resources: &[Any]| {
+                    if type_url != causeway_xds::type_url::CLUSTER {
+                        return Err(format!(
+                            "unexpected type {type_url}: the balancer takes CDS only"
+                        ));
+                    }
+                    updater.apply(resources).map(|_| ())
+                };
+                client
+                    .run(handler, async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    })
+                    .await;
+            })
+        });
         signal().await;
+        let _ = stop_xds.send(true);
+        if let Some(c) = client {
+            let _ = c.await;
+        }
         b.stop().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The ADS client of `causeway l4lb --xds`: node role `l4lb`, subscribed to CDS only (one
+/// Cluster per VIP entry).
+fn xds_client(
+    endpoint: &str,
+    cluster: Option<&str>,
+    locality: Option<&str>,
+    zone: Option<&str>,
+    node_id: Option<&str>,
+) -> anyhow::Result<AdsClient> {
+    let mut l = match locality {
+        Some(text) => causeway_gateway::xds::parse_locality(text)?,
+        None => Default::default(),
+    };
+    if let Some(z) = zone {
+        anyhow::ensure!(
+            !z.is_empty() && !z.contains('/') && z.trim() == z,
+            "--zone {z:?}: a zone name, like us-west-a"
+        );
+        l.zone = z.to_owned();
+    }
+    let cluster = cluster.unwrap_or_default();
+    anyhow::ensure!(
+        !l.zone.is_empty() || !cluster.is_empty(),
+        "--xds needs --zone, --locality REGION/ZONE or --cluster NAME: the balancer serves the \
+         gateways of one zone"
+    );
+    let id = match node_id {
+        Some(id) => id.to_owned(),
+        None => {
+            let scope = if l.zone.is_empty() { cluster } else { &l.zone };
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_else(|_| "localhost".into());
+            format!("l4lb-{scope}-{host}-{}", std::process::id())
+        }
+    };
+    let node = NodeInfo {
+        id,
+        node_cluster: cluster.to_owned(),
+        cluster: cluster.to_owned(),
+        role: "l4lb".to_owned(),
+        namespace: String::new(),
+        locality: l,
+        metadata: Default::default(),
+    }
+    .to_node();
+    let mut opts = ClientOptions::new(endpoint, node);
+    opts.type_urls = vec![causeway_xds::type_url::CLUSTER.to_owned()];
+    Ok(AdsClient::new(opts))
 }
 
 fn decap(args: DecapArgs) -> anyhow::Result<ExitCode> {

@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::admin::{self, StateFn};
+use crate::assign;
 use crate::balancer::{self, Tables};
 use crate::config::{Config, ProbeKind};
 use crate::conntrack::Conntrack;
@@ -60,6 +61,56 @@ pub struct BalancerOptions {
     pub xdp: Option<XdpOptions>,
 }
 
+/// The configuration in force and its generation (the control loop counts changes; tables
+/// built from it carry the same number in [`Tables::generation`]).
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// Counts configuration changes, from 0 at start.
+    pub generation: u64,
+    /// The VIPs (static file plus controller), conntrack and BGP settings.
+    pub config: Arc<Config>,
+}
+
+/// Replaces the controller's VIPs in a running balancer (`causeway l4lb --xds`); clone it
+/// freely.
+#[derive(Clone)]
+pub struct VipUpdater {
+    base: Arc<Config>,
+    tx: Arc<watch::Sender<Arc<Config>>>,
+    xds_state: Arc<Mutex<Option<String>>>,
+}
+
+impl VipUpdater {
+    /// Decodes a complete set of VIP assignments (CDS resources, see [`assign`]), adds them to
+    /// the static file's VIPs and hands the result to the control loop, which rebuilds the
+    /// tables within milliseconds. `Err` (nothing changed) says every reason the set cannot be
+    /// applied. Returns the number of VIP entries from the controller.
+    pub fn apply(&self, resources: &[causeway_xds::Any]) -> Result<usize, String> {
+        let vips = assign::decode(resources).inspect_err(|e| {
+            tracing::warn!(error = %e, "VIP assignments refused; keeping the last good ones");
+        })?;
+        let n = vips.len();
+        let config = match assign::combine(&self.base, vips) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "VIP assignments refused; keeping the last good ones");
+                return Err(e);
+            }
+        };
+        tracing::info!(vips = n, "VIP assignments from the controller accepted");
+        self.tx.send_replace(Arc::new(config));
+        Ok(n)
+    }
+
+    /// Sets the `xds` member of the admin `/state` document (a JSON value).
+    pub fn set_state(&self, json: String) {
+        *self
+            .xds_state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(json);
+    }
+}
+
 /// A running balancer.
 pub struct Balancer {
     /// Its metrics.
@@ -68,21 +119,116 @@ pub struct Balancer {
     pub registry: Arc<Registry>,
     /// The data path's current tables.
     pub tables: Arc<ArcSwap<Tables>>,
+    /// The configuration in force.
+    pub applied: Arc<ArcSwap<Applied>>,
     /// The VIP addresses currently announced.
     pub announced: watch::Receiver<BTreeSet<Ipv4Addr>>,
     /// The admin server's bound address.
     pub admin: Option<SocketAddr>,
+    updater: VipUpdater,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     bgp: JoinSet<()>,
-    routes: Vec<(Ipv4Addr, String)>,
+    routes: Arc<Mutex<BTreeSet<Ipv4Addr>>>,
+    tun: String,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     xdp_thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// The probers of the current targets; aborted when dropped.
+#[derive(Default)]
+struct Probers(BTreeMap<Target, tokio::task::JoinHandle<()>>);
+
+impl Drop for Probers {
+    fn drop(&mut self) {
+        for h in self.0.values() {
+            h.abort();
+        }
+    }
+}
+
+impl Probers {
+    /// Makes the probed targets those of `config`, keeping the health of targets that stay
+    /// (so their tracked flows stay with them) and starting new ones unhealthy (healthy for
+    /// checks of type NONE) until their first probe.
+    fn reconcile(
+        &mut self,
+        config: &Config,
+        health: &mut BTreeMap<Target, bool>,
+        events: &mpsc::Sender<health::Transition>,
+    ) {
+        let want = balancer::targets(&config.vips);
+        health.retain(|t, _| want.contains(t));
+        self.0.retain(|t, h| {
+            let keep = want.contains(t);
+            if !keep {
+                h.abort();
+            }
+            keep
+        });
+        for t in want {
+            if health.contains_key(&t) {
+                continue;
+            }
+            let none = t.check.kind == ProbeKind::None;
+            health.insert(t.clone(), none);
+            if !none {
+                let h = tokio::spawn(health::run_prober(t.clone(), events.clone()));
+                self.0.insert(t, h);
+            }
+        }
+    }
+}
+
+/// Adds and removes `VIP/32 dev TUN` routes so that they are the addresses of `config`.
+fn sync_routes(config: &Config, tun: &str, routes: &Mutex<BTreeSet<Ipv4Addr>>) {
+    let want: BTreeSet<Ipv4Addr> = config.vip_addresses().into_iter().collect();
+    let mut have = routes.lock().unwrap_or_else(PoisonError::into_inner);
+    for vip in want.difference(&have.clone()) {
+        match sys::ip(&["route", "replace", &format!("{vip}/32"), "dev", tun]) {
+            Ok(()) => {
+                have.insert(*vip);
+            }
+            Err(e) => tracing::error!(%vip, error = %e, "adding the VIP route"),
+        }
+    }
+    for vip in have.clone().difference(&want) {
+        let _ = sys::ip(&["route", "del", &format!("{vip}/32"), "dev", tun]);
+        have.remove(vip);
+    }
+}
+
+/// Drops the metric series of VIP entries and backends that left the configuration.
+fn forget_metrics(old: &Config, new: &Config, m: &Metrics) {
+    let series = |c: &Config| -> BTreeSet<(String, String)> {
+        c.vips
+            .iter()
+            .flat_map(|v| {
+                v.backends
+                    .iter()
+                    .map(|b| (v.name.clone(), b.address.to_string()))
+            })
+            .collect()
+    };
+    for (vip, backend) in series(old).difference(&series(new)) {
+        let l = BackendLabels {
+            vip: vip.clone(),
+            backend: backend.clone(),
+        };
+        m.backend_healthy.remove(&l);
+    }
+    let names =
+        |c: &Config| -> BTreeSet<String> { c.vips.iter().map(|v| v.name.clone()).collect() };
+    for vip in names(old).difference(&names(new)) {
+        m.vip_announced.remove(&VipLabels { vip: vip.clone() });
+    }
+}
+
 impl Balancer {
     /// Starts everything. Needs root (TUN, raw socket, routes) and a tokio runtime.
+    /// `config` is the static file's (empty when there is none); [`Balancer::updater`] adds
+    /// the controller's VIPs to it while running.
     pub async fn start(config: Config, opts: BalancerOptions) -> Result<Balancer, StartError> {
         let metrics = Arc::new(Metrics::default());
         let mut registry = Registry::default();
@@ -92,37 +238,40 @@ impl Balancer {
 
         let tun = Tun::create(&opts.tun, opts.mtu)?;
         let raw = RawIpip::open(0)?;
-        let mut routes = Vec::new();
+        let routes = Arc::new(Mutex::new(BTreeSet::new()));
         if opts.manage_routes {
             sys::sysctl("net.ipv4.ip_forward", "1")?;
             for vip in config.vip_addresses() {
                 sys::ip(&["route", "replace", &format!("{vip}/32"), "dev", &opts.tun])?;
-                routes.push((vip, opts.tun.clone()));
+                routes
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(vip);
             }
         }
 
+        let base = Arc::new(config.clone());
+        let config = base.clone();
+        let applied = Arc::new(ArcSwap::from_pointee(Applied {
+            generation: 0,
+            config: config.clone(),
+        }));
+        let (events_tx, mut events) = mpsc::channel(64);
         // Health: backends whose check is NONE are healthy from the start.
-        let mut health: BTreeMap<Target, bool> = balancer::targets(&config.vips)
-            .into_iter()
-            .map(|t| {
-                let up = t.check.kind == ProbeKind::None;
-                (t, up)
-            })
-            .collect();
-        let tables = Arc::new(ArcSwap::from_pointee(build(&config, &health)));
+        let mut health: BTreeMap<Target, bool> = BTreeMap::new();
+        let mut probers = Probers::default();
+        probers.reconcile(&config, &mut health, &events_tx);
+        let tables = Arc::new(ArcSwap::from_pointee(build(&config, &health, 0)));
         let (announce_tx, announced) = watch::channel(announce_set(&config, &tables.load()));
         publish(&config, &tables.load(), &announced.borrow(), &metrics);
+        let (config_tx, mut config_rx) = watch::channel(config.clone());
+        let updater = VipUpdater {
+            base,
+            tx: Arc::new(config_tx),
+            xds_state: Arc::new(Mutex::new(None)),
+        };
 
         let mut tasks = JoinSet::new();
-        let (events_tx, mut events) = mpsc::channel(64);
-        let mut probers = JoinSet::new();
-        for t in health.keys() {
-            if t.check.kind != ProbeKind::None {
-                probers.spawn(health::run_prober(t.clone(), events_tx.clone()));
-            }
-        }
-        drop(events_tx);
-
         let mut conntrack =
             Conntrack::new(config.conntrack.capacity, config.conntrack.idle_timeout);
         let stop = Arc::new(AtomicBool::new(false));
@@ -134,11 +283,23 @@ impl Balancer {
                 let synced = tables.load_full();
                 prog.sync(&synced)?;
                 tracing::info!(interface = %x.interface, mode = %x.mode, "XDP data path attached");
-                let (tables, metrics, stop) = (tables.clone(), metrics.clone(), stop.clone());
+                let state = XdpState {
+                    prog: Some(prog),
+                    layout: xdp_layout(&config),
+                    generation: 0,
+                    opts: x.clone(),
+                    retry_at: std::time::Instant::now(),
+                };
+                let (tables, applied, metrics, stop) = (
+                    tables.clone(),
+                    applied.clone(),
+                    metrics.clone(),
+                    stop.clone(),
+                );
                 Some(
                     std::thread::Builder::new()
                         .name("l4lb-xdp".into())
-                        .spawn(move || xdp_loop(prog, synced, &tables, &metrics, &stop))
+                        .spawn(move || xdp_loop(state, synced, &tables, &applied, &metrics, &stop))
                         .map_err(StartError::Thread)?,
                 )
             }
@@ -154,30 +315,63 @@ impl Balancer {
                 .map_err(StartError::Thread)?
         };
 
-        // The control loop: every health transition rebuilds the tables and the announcements.
+        // The control loop: every health transition and every configuration change rebuilds
+        // the tables and the announcements.
         {
-            let config = config.clone();
             let tables = tables.clone();
+            let applied = applied.clone();
             let metrics = metrics.clone();
+            let routes = routes.clone();
+            let (tun, manage_routes) = (opts.tun.clone(), opts.manage_routes);
             let mut stop = shutdown_rx.clone();
+            let mut config = config.clone();
             tasks.spawn(async move {
-                let _probers = probers; // aborted when the loop ends
+                let mut probers = probers; // aborted when the loop ends
+                let mut generation = 0u64;
                 loop {
-                    let t = tokio::select! {
+                    tokio::select! {
                         _ = stop.changed() => return,
-                        t = events.recv() => match t {
-                            Some(t) => t,
-                            None => return,
-                        },
-                    };
-                    tracing::info!(
-                        backend = %t.target.address,
-                        healthy = t.healthy,
-                        detail = %t.detail,
-                        "backend health changed"
-                    );
-                    health.insert(t.target, t.healthy);
-                    let new = build(&config, &health);
+                        t = events.recv() => {
+                            let Some(t) = t else { return };
+                            // A prober of a target that just left may still report.
+                            if !health.contains_key(&t.target) {
+                                continue;
+                            }
+                            tracing::info!(
+                                backend = %t.target.address,
+                                healthy = t.healthy,
+                                detail = %t.detail,
+                                "backend health changed"
+                            );
+                            health.insert(t.target, t.healthy);
+                        }
+                        r = config_rx.changed() => {
+                            if r.is_err() {
+                                return;
+                            }
+                            let new = config_rx.borrow_and_update().clone();
+                            if new == config {
+                                continue;
+                            }
+                            probers.reconcile(&new, &mut health, &events_tx);
+                            if manage_routes {
+                                sync_routes(&new, &tun, &routes);
+                            }
+                            forget_metrics(&config, &new, &metrics);
+                            generation += 1;
+                            tracing::info!(
+                                generation,
+                                vips = new.vips.len(),
+                                "VIP configuration changed"
+                            );
+                            applied.store(Arc::new(Applied {
+                                generation,
+                                config: new.clone(),
+                            }));
+                            config = new;
+                        }
+                    }
+                    let new = build(&config, &health, generation);
                     let ann = announce_set(&config, &new);
                     publish(&config, &new, &ann, &metrics);
                     tables.store(Arc::new(new));
@@ -209,10 +403,11 @@ impl Balancer {
         let admin = match opts.admin {
             Some(addr) => {
                 let state = state_fn(
-                    config.clone(),
+                    applied.clone(),
                     tables.clone(),
                     announced.clone(),
                     metrics.clone(),
+                    updater.xds_state.clone(),
                 );
                 Some(
                     admin::serve(addr, registry.clone(), state, shutdown_rx.clone())
@@ -227,16 +422,24 @@ impl Balancer {
             metrics,
             registry,
             tables,
+            applied,
             announced,
             admin,
+            updater,
             shutdown,
             tasks,
             bgp,
             routes,
+            tun: opts.tun,
             stop,
             thread: Some(thread),
             xdp_thread,
         })
+    }
+
+    /// A handle that replaces the controller's VIPs (the static file's stay).
+    pub fn updater(&self) -> VipUpdater {
+        self.updater.clone()
     }
 
     /// Stops gracefully: BGP withdraws every VIP and closes with Cease (bounded by 5 s), then the
@@ -260,20 +463,83 @@ impl Balancer {
         {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
-        for (vip, dev) in &self.routes {
-            let _ = sys::ip(&["route", "del", &format!("{vip}/32"), "dev", dev]);
+        let routes =
+            std::mem::take(&mut *self.routes.lock().unwrap_or_else(PoisonError::into_inner));
+        for vip in routes {
+            let _ = sys::ip(&["route", "del", &format!("{vip}/32"), "dev", &self.tun]);
         }
         tracing::info!("l4lb stopped");
     }
 }
 
+/// What decides the XDP program's map layout: the `vips` keys with their VIP index, the table
+/// sizes and the VIP names (metric labels). Equal layouts can be synced in place.
+type XdpLayout = (Vec<([u8; 8], usize, bool)>, Vec<u32>, Vec<String>);
+
+fn xdp_layout(config: &Config) -> XdpLayout {
+    (
+        xdp::vip_keys(config),
+        config.vips.iter().map(|v| v.table_size).collect(),
+        config.vips.iter().map(|v| v.name.clone()).collect(),
+    )
+}
+
+/// The XDP thread's program and what it was loaded for.
+struct XdpState {
+    /// `None` while a reload failed (packets then reach the userspace path).
+    prog: Option<XdpBalancer>,
+    layout: XdpLayout,
+    generation: u64,
+    opts: XdpOptions,
+    /// After a failed reload, the next attempt waits until then.
+    retry_at: std::time::Instant,
+}
+
+impl XdpState {
+    /// Makes the program fit configuration `applied` (same generation as the tables about to
+    /// be synced): same layout, nothing to do; otherwise the program is reloaded with maps
+    /// sized for it — while it is detached, VIP packets reach the kernel and so the userspace
+    /// path behind it, and its conntrack starts empty (flows keep Maglev's choice).
+    fn fit(&mut self, applied: &Applied) {
+        if applied.generation == self.generation && self.prog.is_some() {
+            return;
+        }
+        let layout = xdp_layout(&applied.config);
+        if layout != self.layout || self.prog.is_none() {
+            if std::time::Instant::now() < self.retry_at {
+                return;
+            }
+            // Detach first: an interface runs one program.
+            self.prog = None;
+            match XdpBalancer::load(&applied.config, &self.opts) {
+                Ok(p) => {
+                    tracing::info!(
+                        vips = applied.config.vips.len(),
+                        "XDP program reloaded for the new VIP set"
+                    );
+                    self.prog = Some(p);
+                    self.layout = layout;
+                }
+                Err(e) => {
+                    self.retry_at = std::time::Instant::now() + Duration::from_secs(1);
+                    tracing::error!(error = %e, "reloading the XDP program (retrying every second); the userspace path forwards meanwhile");
+                    return;
+                }
+            }
+        }
+        self.generation = applied.generation;
+    }
+}
+
 /// The XDP thread: writes every new table snapshot into the program's maps (within
-/// [`xdp::SYNC_INTERVAL`] of the control loop swapping it in) and turns the program's counters
-/// into metrics every second. Dropping the program at the end detaches it.
+/// [`xdp::SYNC_INTERVAL`] of the control loop swapping it in), reloading the program when the
+/// VIP set changes its map layout, and turns the program's counters into metrics every
+/// second. Dropping the program at the end detaches it.
 fn xdp_loop(
-    mut prog: XdpBalancer,
+    mut state: XdpState,
     mut synced: Arc<Tables>,
     tables: &ArcSwap<Tables>,
+    applied: &ArcSwap<Applied>,
     metrics: &Metrics,
     stop: &AtomicBool,
 ) {
@@ -282,29 +548,42 @@ fn xdp_loop(
     let mut next_sweep = next_collect + Duration::from_secs(2);
     while !stop.load(Ordering::Relaxed) {
         let cur = tables.load_full();
-        if !Arc::ptr_eq(&cur, &synced) {
-            match prog.sync(&cur) {
-                Ok(()) => synced = cur,
-                // Retried on the next round; meanwhile the old tables stay in force.
-                Err(e) => tracing::warn!(error = %e, "updating the XDP maps"),
+        let reloaded = state.prog.is_none();
+        if !Arc::ptr_eq(&cur, &synced) || reloaded {
+            let a = applied.load_full();
+            // The configuration is stored before its tables: a newer one means newer tables
+            // are on their way.
+            if a.generation == cur.generation {
+                state.fit(&a);
+                if let Some(prog) = &mut state.prog {
+                    match prog.sync(&cur) {
+                        Ok(()) => synced = cur,
+                        // Retried on the next round; meanwhile the old tables stay in force.
+                        Err(e) => tracing::warn!(error = %e, "updating the XDP maps"),
+                    }
+                }
             }
         }
         let now = std::time::Instant::now();
-        if now >= next_collect {
-            prog.collect(metrics);
-            next_collect = now + Duration::from_secs(1);
-        }
-        if now >= next_sweep {
-            prog.sweep(metrics);
-            next_sweep = now + xdp::SWEEP_INTERVAL;
+        if let Some(prog) = &mut state.prog {
+            if now >= next_collect {
+                prog.collect(metrics);
+                next_collect = now + Duration::from_secs(1);
+            }
+            if now >= next_sweep {
+                prog.sweep(metrics);
+                next_sweep = now + xdp::SWEEP_INTERVAL;
+            }
         }
         std::thread::sleep(xdp::SYNC_INTERVAL);
     }
-    prog.collect(metrics);
+    if let Some(prog) = &mut state.prog {
+        prog.collect(metrics);
+    }
 }
 
-fn build(config: &Config, health: &BTreeMap<Target, bool>) -> Tables {
-    Tables::build(&config.vips, |v, b| {
+fn build(config: &Config, health: &BTreeMap<Target, bool>, generation: u64) -> Tables {
+    let mut t = Tables::build(&config.vips, |v, b| {
         health
             .get(&Target {
                 address: b.address,
@@ -312,7 +591,9 @@ fn build(config: &Config, health: &BTreeMap<Target, bool>) -> Tables {
             })
             .copied()
             .unwrap_or(false)
-    })
+    });
+    t.generation = generation;
+    t
 }
 
 fn announce_set(config: &Config, tables: &Tables) -> BTreeSet<Ipv4Addr> {
@@ -357,36 +638,63 @@ fn json_str(s: &str) -> String {
     out
 }
 
+/// The `/state` document: per VIP entry of the tables in force its address, protocol, ports,
+/// backends with weights, the healthy ones and whether it is announced; the conntrack size;
+/// and with `--xds` the client's status.
 fn state_fn(
-    config: Config,
+    applied: Arc<ArcSwap<Applied>>,
     tables: Arc<ArcSwap<Tables>>,
     announced: watch::Receiver<BTreeSet<Ipv4Addr>>,
     metrics: Arc<Metrics>,
+    xds: Arc<Mutex<Option<String>>>,
 ) -> StateFn {
     Arc::new(move || {
         let t = tables.load();
+        let a = applied.load();
         let ann = announced.borrow().clone();
-        let vips: Vec<String> = config
+        let vips: Vec<String> = t
             .vips
             .iter()
-            .zip(&t.vips)
-            .map(|(v, vt)| {
+            .filter_map(|vt| {
+                // Names are unique; a configuration newer than the tables may lack one.
+                let v = a.config.vips.iter().find(|v| v.name == vt.name)?;
                 let healthy: Vec<String> =
                     vt.healthy.iter().map(|a| json_str(&a.to_string())).collect();
-                format!(
-                    "{{\"name\":{},\"address\":{},\"protocol\":{},\"backends\":{},\"healthy\":[{}],\"announced\":{}}}",
+                let ports: Vec<String> = v.ports.iter().map(u16::to_string).collect();
+                let backends: Vec<String> = vt
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        format!(
+                            "{{\"address\":{},\"weight\":{}}}",
+                            json_str(&b.address.to_string()),
+                            b.weight
+                        )
+                    })
+                    .collect();
+                Some(format!(
+                    "{{\"name\":{},\"address\":{},\"protocol\":{},\"ports\":[{}],\"backends\":{},\"backendList\":[{}],\"healthy\":[{}],\"announced\":{}}}",
                     json_str(&v.name),
                     json_str(&v.address.to_string()),
                     json_str(&v.protocol.to_string()),
+                    ports.join(","),
                     v.backends.len(),
+                    backends.join(","),
                     healthy.join(","),
                     ann.contains(&v.address)
-                )
+                ))
             })
             .collect();
+        let xds = xds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|s| format!(",\"xds\":{s}"))
+            .unwrap_or_default();
         format!(
-            "{{\"vips\":[{}],\"conntrackEntries\":{}}}\n",
+            "{{\"vips\":[{}],\"generation\":{},\"conntrackEntries\":{}{xds}}}\n",
             vips.join(","),
+            t.generation,
             metrics.conntrack_entries.get()
         )
     })

@@ -36,6 +36,10 @@ pub struct Tables {
     any_port: HashMap<(Ipv4Addr, u8), usize>,
     /// Per VIP, in configuration order.
     pub vips: Vec<VipTable>,
+    /// Which configuration the tables were built from (the balancer counts its configuration
+    /// changes; 0 for tables built outside it), so a reader can pair them with that
+    /// configuration.
+    pub generation: u64,
 }
 
 impl Tables {

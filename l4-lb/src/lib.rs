@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod assign;
 pub mod balancer;
 pub mod bgp;
 pub mod config;
