@@ -4,6 +4,8 @@
 //! `bench/controller.sh`.
 //!
 //! `cargo run --release -p causeway-controller --example translate_bench -- CLUSTERS OBJECTS`
+//!
+//! `CAUSEWAY_BENCH_ROUNDS=N` makes N changes instead of ten (to profile the incremental path).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::BTreeMap;
@@ -105,7 +107,12 @@ fn main() {
     let mut inc_status_times = Vec::new();
     let mut inc_cpu = Vec::new();
     let mut inc = full;
-    for round in 0..10 {
+    // CAUSEWAY_BENCH_ROUNDS: more changes, for profiling the incremental path.
+    let rounds: usize = std::env::var("CAUSEWAY_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10);
+    for round in 0..rounds {
         let i = (aps / 2 + round * 97) % aps;
         snapshot.access_points[i] =
             Arc::new(access_point(i, clusters, NAMESPACES, 2 + round as u32));

@@ -256,7 +256,9 @@ fn key_of(ap: &AccessPoint) -> ObjectKey {
     )
 }
 
-fn claims(ap: &AccessPoint) -> BTreeSet<(String, GatewayPort)> {
+/// The (host, gateway port) pairs an AccessPoint claims; two AccessPoints claiming the same
+/// pair conflict.
+pub(crate) fn claims(ap: &AccessPoint) -> BTreeSet<(String, GatewayPort)> {
     let mut out = BTreeSet::new();
     for l in &ap.spec.listeners {
         match l.protocol {

@@ -20,6 +20,7 @@
 //! is placed on the cluster: never half an AccessPoint.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use causeway_crds::v1alpha1::{
     AccessPoint, Cluster, Destination, EgressVia, ExternalService, HeaderOps, HttpMatch, HttpRoute,
@@ -264,10 +265,9 @@ fn local_endpoints<'a>(
         .as_ref()
         .and_then(|name| ap.spec.subsets.iter().find(|s| &s.name == name))
         .map(|s| &s.labels);
-    let key = (ns, d.service.as_str(), cluster);
     let mut out: Vec<pc::Endpoint> = idx
         .workloads()
-        .get(&key)
+        .get(&workload_key(ns, &d.service, cluster))
         .into_iter()
         .flatten()
         .filter(|w| {
@@ -300,66 +300,109 @@ fn join_host_port(host: &str, port: u32) -> String {
 }
 
 /// Lookups the gateway translation needs once per AccessPoint, built once per translation so
-/// the whole is O(n log n) rather than AccessPoints × WorkloadEntries.
+/// the whole is O(n log n) rather than AccessPoints × WorkloadEntries. Each is built on first
+/// use (an incremental translation that recomputes no gateway needs neither) unless given: an
+/// incremental translation keeps them while their inputs do not change.
 pub(crate) struct Index<'a> {
     snapshot: &'a Snapshot,
-    /// WorkloadEntries by (namespace, `app` label, cluster label); built on first use (an
-    /// incremental translation that recomputes no gateway never needs it).
-    workloads: std::cell::OnceCell<WorkloadIndex<'a>>,
+    /// WorkloadEntries by [`workload_key`].
+    workloads: std::cell::OnceCell<Arc<WorkloadIndex>>,
     /// FQDNs of the NameServices targeting each AccessPoint (same namespace), sorted.
-    fqdns: BTreeMap<(&'a str, &'a str), Vec<&'a str>>,
+    fqdns: std::cell::OnceCell<Arc<FqdnIndex>>,
 }
 
-type WorkloadIndex<'a> = std::collections::HashMap<
-    (&'a str, &'a str, &'a str),
-    Vec<&'a causeway_crds::istio::WorkloadEntry>,
+/// WorkloadEntries by [`workload_key`]. It owns its keys and shares the entries, so it can
+/// outlive the snapshot it was built from.
+pub(crate) type WorkloadIndex = std::collections::HashMap<
+    String,
+    Vec<Arc<causeway_crds::istio::WorkloadEntry>>,
     foldhash::fast::RandomState,
 >;
 
+/// The FQDNs of the NameServices naming each AccessPoint, by `namespace/name`, sorted.
+pub(crate) type FqdnIndex =
+    std::collections::HashMap<String, Vec<String>, foldhash::fast::RandomState>;
+
+/// The [`WorkloadIndex`] key of a service's WorkloadEntries in one cluster (`\0` appears in
+/// no name or label value).
+fn workload_key(namespace: &str, app: &str, cluster: &str) -> String {
+    let mut k = String::with_capacity(namespace.len() + app.len() + cluster.len() + 2);
+    k.push_str(namespace);
+    k.push('\0');
+    k.push_str(app);
+    k.push('\0');
+    k.push_str(cluster);
+    k
+}
+
 impl<'a> Index<'a> {
+    /// The index of `s`, built as needed.
     pub(crate) fn new(s: &'a Snapshot) -> Self {
-        let mut fqdns: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
-        for n in &s.name_services {
-            for t in &n.spec.targets {
-                if let Some(ap) = t.access_point.as_deref() {
-                    fqdns
-                        .entry((ns_of(&n.metadata), ap))
-                        .or_default()
-                        .push(n.spec.fqdn.as_str());
-                }
-            }
-        }
-        for v in fqdns.values_mut() {
-            v.sort_unstable();
-            v.dedup();
-        }
+        Self::with(s, None, None)
+    }
+
+    /// The index of `s` with the parts at hand (they must have been built from the same
+    /// WorkloadEntries and NameServices).
+    pub(crate) fn with(
+        s: &'a Snapshot,
+        workloads: Option<Arc<WorkloadIndex>>,
+        fqdns: Option<Arc<FqdnIndex>>,
+    ) -> Self {
         Index {
             snapshot: s,
-            workloads: std::cell::OnceCell::new(),
-            fqdns,
+            workloads: workloads.map(Into::into).unwrap_or_default(),
+            fqdns: fqdns.map(Into::into).unwrap_or_default(),
         }
     }
 
-    fn workloads(&self) -> &WorkloadIndex<'a> {
+    /// The WorkloadEntry index, if it was built or given.
+    pub(crate) fn workload_index(&self) -> Option<Arc<WorkloadIndex>> {
+        self.workloads.get().cloned()
+    }
+
+    /// The FQDN index, if it was built or given.
+    pub(crate) fn fqdn_index(&self) -> Option<Arc<FqdnIndex>> {
+        self.fqdns.get().cloned()
+    }
+
+    fn workloads(&self) -> &WorkloadIndex {
         self.workloads.get_or_init(|| {
-            let mut workloads: WorkloadIndex<'a> = WorkloadIndex::default();
+            let mut workloads = WorkloadIndex::default();
             for w in &self.snapshot.workload_entries {
                 let l = &w.spec.labels;
                 if let (Some(app), Some(cluster)) = (l.get("app"), l.get(CLUSTER_LABEL)) {
                     workloads
-                        .entry((ns_of(&w.metadata), app.as_str(), cluster.as_str()))
+                        .entry(workload_key(ns_of(&w.metadata), app, cluster))
                         .or_default()
-                        .push(w);
+                        .push(Arc::clone(w));
                 }
             }
-            workloads
+            Arc::new(workloads)
         })
     }
 
     /// The FQDNs of the NameServices naming AccessPoint `name` in `namespace`, sorted.
-    pub(crate) fn fqdns(&self, namespace: &'a str, name: &'a str) -> &[&'a str] {
-        self.fqdns
-            .get(&(namespace, name))
+    pub(crate) fn fqdns(&self, namespace: &str, name: &str) -> &[String] {
+        let index = self.fqdns.get_or_init(|| {
+            let mut fqdns = FqdnIndex::default();
+            for n in &self.snapshot.name_services {
+                for t in &n.spec.targets {
+                    if let Some(ap) = t.access_point.as_deref() {
+                        fqdns
+                            .entry(format!("{}/{ap}", ns_of(&n.metadata)))
+                            .or_default()
+                            .push(n.spec.fqdn.clone());
+                    }
+                }
+            }
+            for v in fqdns.values_mut() {
+                v.sort_unstable();
+                v.dedup();
+            }
+            Arc::new(fqdns)
+        });
+        index
+            .get(&format!("{namespace}/{name}"))
             .map(Vec::as_slice)
             .unwrap_or_default()
     }
@@ -439,11 +482,15 @@ pub fn gateway_configs(
     for c in &s.clusters {
         let name = cluster_name(c);
         let served: &[&AccessPoint] = by_cluster.get(name).map(Vec::as_slice).unwrap_or_default();
+        if c.spec.gateways.is_empty() {
+            continue;
+        }
+        let body = gateway_body(s, &idx, c, served);
         for g in &c.spec.gateways {
             out.push(GatewayConfig {
                 cluster: name.to_owned(),
                 address: g.address.clone(),
-                config: gateway_config(s, &idx, c, g, served),
+                config: body.config(g),
             });
         }
     }
@@ -478,13 +525,67 @@ pub(crate) fn served_by_cluster<'a>(
     by_cluster
 }
 
-pub(crate) fn gateway_config<'a>(
+/// What every gateway of a cluster serves, before it is bound to one gateway's address: the
+/// gateways of a cluster differ only in their listeners' addresses and ports, so the expensive
+/// part is computed once per cluster.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GatewayBody {
+    /// Virtual hosts, clusters and secrets; no listeners yet.
+    doc: pc::ProxyConfig,
+    /// Virtual hosts on the HTTP listener.
+    http_vhosts: Vec<String>,
+    /// Virtual hosts on the HTTPS listener.
+    https_vhosts: Vec<String>,
+    /// Certificates of the HTTPS listener (none: no HTTPS listener).
+    certificates: Vec<pc::ServerCertificate>,
+    /// TCP listeners as (port, backend cluster).
+    tcp: Vec<(u32, String)>,
+}
+
+impl GatewayBody {
+    /// The configuration of gateway `g`: the body with its listeners on `g`'s address.
+    pub(crate) fn config(&self, g: &causeway_crds::v1alpha1::GatewayEndpoint) -> pc::ProxyConfig {
+        let mut doc = self.doc.clone();
+        let ports = g.ports;
+        doc.listeners.push(pc::Listener {
+            name: "http".to_owned(),
+            address: join_host_port(&g.address, ports.http),
+            protocol: pc::Protocol::Http,
+            virtual_hosts: Some(self.http_vhosts.clone()),
+            ..Default::default()
+        });
+        if !self.certificates.is_empty() {
+            doc.listeners.push(pc::Listener {
+                name: "https".to_owned(),
+                address: join_host_port(&g.address, ports.https),
+                protocol: pc::Protocol::Https,
+                tls: Some(pc::ServerTls {
+                    certificates: self.certificates.clone(),
+                }),
+                virtual_hosts: Some(self.https_vhosts.clone()),
+                ..Default::default()
+            });
+        }
+        doc.listeners
+            .extend(self.tcp.iter().map(|(port, cluster)| pc::Listener {
+                name: format!("tcp-{port}"),
+                address: join_host_port(&g.address, *port),
+                protocol: pc::Protocol::Tcp,
+                cluster: Some(cluster.clone()),
+                ..Default::default()
+            }));
+        doc
+    }
+}
+
+/// What the gateways of cluster `c` serve: the AccessPoints `served` there and the
+/// ExternalServices leaving through it.
+pub(crate) fn gateway_body<'a>(
     s: &'a Snapshot,
     idx: &Index<'a>,
     c: &'a Cluster,
-    g: &causeway_crds::v1alpha1::GatewayEndpoint,
     served: &[&'a AccessPoint],
-) -> pc::ProxyConfig {
+) -> GatewayBody {
     let cname = cluster_name(c);
     let mut doc = pc::ProxyConfig::default();
     let mut secrets = Secrets::default();
@@ -499,7 +600,7 @@ pub(crate) fn gateway_config<'a>(
         let vname = format!("{}/{}", key.0, key.1);
         let mut domains = ap.spec.hosts.clone();
         let (kns, kname) = key_ref(&ap.metadata);
-        domains.extend(idx.fqdns(kns, kname).iter().map(|f| (*f).to_owned()));
+        domains.extend_from_slice(idx.fqdns(kns, kname));
         let http = effective_http(ap, cname);
         let policy = effective_policy(ap, cname);
         let mut routes_out = Vec::new();
@@ -541,13 +642,7 @@ pub(crate) fn gateway_config<'a>(
                             endpoints: local_endpoints(idx, ap, &route.destination, cname),
                             ..Default::default()
                         });
-                        tcp.push(pc::Listener {
-                            name: format!("tcp-{}", l.port),
-                            address: join_host_port(&g.address, l.port),
-                            protocol: pc::Protocol::Tcp,
-                            cluster: Some(cl),
-                            ..Default::default()
-                        });
+                        tcp.push((l.port, cl));
                     }
                 }
                 // Passthrough shares the HTTPS port by SNI in Envoy; our gateway serves it on
@@ -670,28 +765,15 @@ pub(crate) fn gateway_config<'a>(
             http_vhosts.push(vname);
         }
     }
-    let ports = g.ports;
-    doc.listeners.push(pc::Listener {
-        name: "http".to_owned(),
-        address: join_host_port(&g.address, ports.http),
-        protocol: pc::Protocol::Http,
-        virtual_hosts: Some(http_vhosts),
-        ..Default::default()
-    });
-    if !certificates.is_empty() {
-        doc.listeners.push(pc::Listener {
-            name: "https".to_owned(),
-            address: join_host_port(&g.address, ports.https),
-            protocol: pc::Protocol::Https,
-            tls: Some(pc::ServerTls { certificates }),
-            virtual_hosts: Some(https_vhosts),
-            ..Default::default()
-        });
-    }
-    doc.listeners.extend(tcp);
     doc.clusters = clusters.into_values().collect();
     doc.secrets = secrets.0.into_values().collect();
-    doc
+    GatewayBody {
+        doc,
+        http_vhosts,
+        https_vhosts,
+        certificates,
+        tcp,
+    }
 }
 
 /// Whether an object with `export_to` in namespace `own` is visible to sidecars of `ns`.
