@@ -104,11 +104,8 @@ impl Controller {
 fn admin_json(port: u16, path: &str) -> Option<Value> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let (_, body) = out.split_once("\r\n\r\n")?;
@@ -324,4 +321,281 @@ fn l4lb_follows_the_controllers_vip_assignments_and_keeps_them_without_it() {
     );
     assert!(entry(&s, "static").is_some(), "{s:#}");
     drop(lb);
+}
+
+/// Runs `ip ARGS`, panicking with its error output when it fails.
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        text(&out.stderr)
+    );
+}
+
+/// The namespaces of the end-to-end test, deleted on drop (after the processes in them, which
+/// are declared later and so dropped first).
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+        }
+    }
+}
+
+/// Runs `f` on a thread inside namespace `ns`.
+fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let ns = ns.to_owned();
+    std::thread::spawn(move || {
+        causeway_l4lb::sys::enter_netns(&ns).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// One HTTP/1.1 GET to `addr` from inside `ns`: the body, or `None`.
+fn http_get_in(ns: &str, addr: &str, path: &str) -> Option<String> {
+    let (addr, path) = (addr.to_owned(), path.to_owned());
+    in_ns(ns, move || {
+        let a: std::net::SocketAddr = addr.parse().ok()?;
+        let mut s = TcpStream::connect_timeout(&a, Duration::from_secs(1)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        // One write: a request split over segments could be answered (and the socket closed
+        // with unread bytes, so reset) before its end arrives.
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
+    })
+}
+
+/// A gateway stand-in inside `ns`: port 80 answers with the client address it sees, port 15000
+/// answers `GET /ready` with 200 (the balancer's health check).
+fn gateway_in(ns: &str) {
+    let listeners = in_ns(ns, || {
+        (
+            std::net::TcpListener::bind("0.0.0.0:80").unwrap(),
+            std::net::TcpListener::bind("0.0.0.0:15000").unwrap(),
+        )
+    });
+    for (l, admin) in [(listeners.0, false), (listeners.1, true)] {
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                // Read the whole request head: closing with unread bytes would reset the
+                // connection before the client reads the answer.
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = if admin {
+                    "LIVE".to_owned()
+                } else {
+                    s.peer_addr()
+                        .map(|a| a.ip().to_string())
+                        .unwrap_or_default()
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+    }
+}
+
+/// Root, network namespaces: client —— balancer (also the router) —— gateway host, with the
+/// controller next to the balancer. The controller's VIP assignment alone makes the VIP work:
+/// a TCP connection from the client to the AccessPoint's VIP reaches the gateway through the
+/// balancer (userspace data path, IPIP) and the decap agent, and the gateway sees the client's
+/// address; deleting the AccessPoint takes the VIP away; with the controller stopped, traffic
+/// keeps flowing.
+#[test]
+fn traffic_through_a_vip_the_controller_assigned() {
+    let pid = std::process::id();
+    let names: Vec<String> = ["c", "lb", "gw"]
+        .iter()
+        .map(|r| format!("cw-l4x-{pid}-{r}"))
+        .collect();
+    let (c, lb, gw) = (names[0].clone(), names[1].clone(), names[2].clone());
+    let _ns = Namespaces(names.clone());
+    for n in &names {
+        ip(&["netns", "add", n]);
+        ip(&["-n", n, "link", "set", "lo", "up"]);
+    }
+    ip(&[
+        "-n", &lb, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &c,
+    ]);
+    ip(&[
+        "-n", &lb, "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", &gw,
+    ]);
+    for (ns, dev, addr) in [
+        (&c, "eth0", "10.78.1.2/24"),
+        (&lb, "eth0", "10.78.1.1/24"),
+        (&lb, "eth1", "10.78.2.1/24"),
+        (&gw, "eth0", "10.78.2.2/24"),
+    ] {
+        ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
+        ip(&["-n", ns, "link", "set", dev, "up"]);
+    }
+    ip(&["-n", &c, "route", "add", "default", "via", "10.78.1.1"]);
+    ip(&["-n", &gw, "route", "add", "default", "via", "10.78.2.1"]);
+    // The gateway's replies come from the VIP, which the balancer host routes into its TUN
+    // device: reverse-path filtering there would drop them on their way to the client.
+    for key in ["all", "eth1"] {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &lb, "sysctl", "-qw"])
+            .arg(format!("net.ipv4.conf.{key}.rp_filter=0"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let netns_exec = |ns: &str| {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, bin()]);
+        cmd
+    };
+    // The controller, inside the balancer's namespace.
+    let mut child = netns_exec(&lb)
+        .args(["controller", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(["--xds-listen", "127.0.0.1:15010"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(i) = line.find("http://") {
+                let _ = tx.send(line[i..].split_whitespace().next().unwrap().to_owned());
+            }
+        }
+    });
+    let controller = Guard(child);
+    let api = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("controller did not report its address");
+    let causeway = |args: &[&str]| {
+        let out = netns_exec(&lb)
+            .args(args)
+            .env("CAUSEWAY_SERVER", &api)
+            .env("CAUSEWAY_DATA_DIR", dir.path())
+            .env_remove("CAUSEWAY_TOKEN")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    };
+    let file = dir.path().join("federation.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "{}{}",
+            cluster("c1", "z1", "10.78.2.2"),
+            access_point("shop", "c1", ", address: 10.240.0.10")
+        ),
+    )
+    .unwrap();
+    causeway(&["apply", "-f", file.to_str().unwrap()]);
+
+    gateway_in(&gw);
+    let _decap = Guard(
+        netns_exec(&gw)
+            .args(["l4lb", "decap", "--vip", "10.240.0.10"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _balancer = Guard(
+        netns_exec(&lb)
+            .args(["l4lb", "--xds", "http://127.0.0.1:15010", "--zone", "z1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    let started = Instant::now();
+    let seen = eventually("a connection through the VIP", || {
+        http_get_in(&c, "10.240.0.10:80", "/").filter(|b| !b.is_empty())
+    });
+    println!(
+        "VIP answering {:?} after the balancer started",
+        started.elapsed()
+    );
+    assert_eq!(
+        seen, "10.78.1.2",
+        "the gateway must see the client's address"
+    );
+    let state: Value = serde_json::from_str(
+        &http_get_in(&lb, "127.0.0.1:15110", "/state").expect("the balancer's /state"),
+    )
+    .unwrap();
+    let shop = entry(&state, "retail/shop").expect("shop in /state");
+    assert_eq!(
+        shop,
+        (
+            "10.240.0.10".to_owned(),
+            vec![80, 8080],
+            vec![("10.78.2.2".to_owned(), 1)]
+        )
+    );
+    let metrics = http_get_in(&lb, "127.0.0.1:15110", "/metrics").unwrap_or_default();
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("causeway_l4lb_packets_total{vip=\"retail/shop\",backend=\"10.78.2.2\"}")),
+        "{metrics}"
+    );
+
+    // Deleted: the VIP leaves the balancer and stops answering.
+    causeway(&["delete", "accesspoint", "shop", "-n", "retail"]);
+    eventually("the VIP gone", || {
+        let s: Value =
+            serde_json::from_str(&http_get_in(&lb, "127.0.0.1:15110", "/state")?).ok()?;
+        entry(&s, "retail/shop").is_none().then_some(())
+    });
+    assert_eq!(http_get_in(&c, "10.240.0.10:80", "/"), None);
+
+    // Back, then the controller stops: traffic keeps flowing through failed reconnects.
+    causeway(&["apply", "-f", file.to_str().unwrap()]);
+    eventually("the VIP back", || {
+        http_get_in(&c, "10.240.0.10:80", "/").filter(|b| b == "10.78.1.2")
+    });
+    drop(controller);
+    eventually("a failed reconnect to the stopped controller", || {
+        let s: Value =
+            serde_json::from_str(&http_get_in(&lb, "127.0.0.1:15110", "/state")?).ok()?;
+        s["xds"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot connect"))
+            .then_some(())
+    });
+    let after = http_get_in(&c, "10.240.0.10:80", "/");
+    assert_eq!(
+        after.as_deref(),
+        Some("10.78.1.2"),
+        "{:?}\n{:?}",
+        http_get_in(&lb, "127.0.0.1:15110", "/state"),
+        http_get_in(&lb, "127.0.0.1:15110", "/metrics")
+    );
 }
