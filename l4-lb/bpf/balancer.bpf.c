@@ -10,6 +10,12 @@
  * entry is not resolved yet — also pass: the kernel routes the VIP into the userspace data path,
  * which fragments and resolves neighbours (the slow path, same Maglev tables).
  *
+ * A full-size packet with Don't Fragment set is answered instead (ICMP fragmentation needed,
+ * announcing the egress MTU minus the outer header, sent back to the client with XDP_TX): the
+ * client's path MTU discovery then sends segments whose encapsulation fits, and the rest of the
+ * flow stays on the fast path. The gateway's SYN-ACK never passes here (direct server return),
+ * so a balancer cannot clamp the MSS the client sends with; docs/l4lb.md, MTU.
+ *
  * The flow hash and the Maglev table are the userspace ones (l4-lb/src/hash.rs, maglev.rs):
  * FNV-1a 64 over src, dst, src port, dst port, protocol (13 bytes, network order) from
  * FNV_OFFSET ^ SEED_FLOW, then murmur3's fmix64; slot = hash % table size.
@@ -28,7 +34,8 @@ enum reason {
 	R_NO_ROUTE = 4,    /* dropped: no route to the backend */
 	R_ENCAP = 5,       /* dropped: could not grow the packet head */
 	R_FWD_DISABLED = 6, /* dropped: IPv4 forwarding is off on the ingress interface */
-	R_MAX = 7,
+	R_FRAG_NEEDED = 7, /* dropped and answered: ICMP fragmentation needed to the client */
+	R_MAX = 8,
 };
 
 struct vip_key {
@@ -180,6 +187,81 @@ static __always_inline __u16 csum_fold(__u32 sum)
 	return (__u16)~sum;
 }
 
+/* The packet in `ctx` (Ethernet + IPv4 with DF, too big once encapsulated) becomes, in place,
+ * an ICMP "fragmentation needed" (type 3, code 4, RFC 1191) from the VIP to the client announcing
+ * `mtu`, quoting the IP header and the first 8 payload bytes, addressed back to the router it
+ * came from. Byte for byte what `packet::frag_needed(packet, vip, mtu)` builds (the oracle).
+ * The tail is cut to the quote first, then the head grows by the new IP and ICMP headers, so
+ * nothing is moved. */
+static __always_inline int frag_needed(struct xdp_md *ctx, __u16 mtu)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *iph = (void *)(eth + 1);
+	if ((void *)(iph + 1) > data_end)
+		return XDP_DROP;
+	/* ihl is 5..15 (checked by the caller): the quote is 28..68 bytes. */
+	__u32 quote = ((__u32)iph->ihl & 0xf) * 4 + 8;
+	if ((void *)iph + quote > data_end)
+		return XDP_DROP;
+	__u8 router[ETH_ALEN], self[ETH_ALEN];
+	__builtin_memcpy(router, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(self, eth->h_dest, ETH_ALEN);
+	__u32 client = iph->saddr, vip = iph->daddr;
+
+	int keep = (int)(sizeof(struct ethhdr) + quote);
+	if (bpf_xdp_adjust_tail(ctx, keep - (int)(data_end - data)))
+		return XDP_DROP;
+	if (bpf_xdp_adjust_head(ctx, 0 - (int)(sizeof(struct iphdr) + 8)))
+		return XDP_DROP;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	__u8 *icmp = (void *)(ip + 1);
+	if ((void *)(icmp + 8) > data_end)
+		return XDP_DROP;
+	__builtin_memcpy(eth->h_dest, router, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, self, ETH_ALEN);
+	eth->h_proto = bpf_htons(ETH_P_IP);
+	ip->version = 4;
+	ip->ihl = 5;
+	ip->tos = 0xc0;
+	ip->tot_len = bpf_htons((__u16)(sizeof(struct iphdr) + 8 + quote));
+	ip->id = 0;
+	ip->frag_off = 0;
+	ip->ttl = 64;
+	ip->protocol = IPPROTO_ICMP;
+	ip->check = 0;
+	ip->saddr = vip;
+	ip->daddr = client;
+	__u32 sum = 0;
+	__u16 *w = (__u16 *)ip;
+#pragma unroll
+	for (int i = 0; i < 10; i++)
+		sum += w[i];
+	ip->check = csum_fold(sum);
+
+	icmp[0] = 3; /* destination unreachable */
+	icmp[1] = 4; /* fragmentation needed and DF set */
+	*(__u16 *)(icmp + 2) = 0;
+	*(__u16 *)(icmp + 4) = 0;
+	*(__u16 *)(icmp + 6) = bpf_htons(mtu);
+	/* The ICMP checksum covers the header and the quote: 36..76 bytes, 16 bits at a time. */
+	__u32 len = 8 + quote;
+	sum = 0;
+	for (int i = 0; i < 38; i++) {
+		__u16 *p = (__u16 *)(icmp + i * 2);
+		if ((__u32)(i * 2) >= len || (void *)(p + 1) > data_end)
+			break;
+		sum += *p;
+	}
+	*(__u16 *)(icmp + 2) = csum_fold(sum);
+	count(R_FRAG_NEEDED);
+	return XDP_TX;
+}
+
 SEC("xdp")
 int causeway_balancer(struct xdp_md *ctx)
 {
@@ -263,6 +345,7 @@ int causeway_balancer(struct xdp_md *ctx)
 
 	__u16 inner_len = bpf_ntohs(iph->tot_len);
 	__u8 tos = iph->tos;
+	int dont_fragment = (bpf_ntohs(iph->frag_off) & IP_DF) != 0;
 
 	/* Where the outer packet goes: the FIB gives the egress interface, both MACs, the source
 	 * address and checks the MTU against the outer length. */
@@ -284,6 +367,12 @@ int causeway_balancer(struct xdp_md *ctx)
 		rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
 	}
 	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+		/* Too big once encapsulated. With DF the client learns the MTU that fits (path MTU
+		 * discovery) and the flow stays here; without it the kernel fragments it on the slow
+		 * path. A route MTU too small to announce (under 68 + 20) also takes the slow path. */
+		__u16 mtu = fib.mtu_result;
+		if (dont_fragment && mtu >= 68 + sizeof(struct iphdr))
+			return frag_needed(ctx, mtu - sizeof(struct iphdr));
 		count(R_SLOW_MTU);
 		return XDP_PASS;
 	}

@@ -135,8 +135,9 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> XdpError {
 
 /// Reasons counted by the balancer program, by index (`enum reason` in balancer.bpf.c):
 /// `(label, slow path)`. Slow-path packets are not dropped: the kernel routes them into the
-/// userspace data path.
-pub const REASONS: [(&str, bool); 7] = [
+/// userspace data path. `frag_needed` packets are dropped and answered with an ICMP
+/// fragmentation-needed to the client (path MTU discovery; docs/l4lb.md, MTU).
+pub const REASONS: [(&str, bool); 8] = [
     ("no_backend", false),
     ("malformed", false),
     ("mtu", true),
@@ -144,6 +145,7 @@ pub const REASONS: [(&str, bool); 7] = [
     ("no_route", false),
     ("encap_error", false),
     ("forwarding_disabled", false),
+    ("frag_needed", false),
 ];
 
 /// Key of the `vips` map: address and port in network order, protocol, padding.

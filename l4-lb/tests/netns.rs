@@ -473,6 +473,18 @@ vips:
       timeout: 300ms
       healthyThreshold: 2
       unhealthyThreshold: 2
+  # iperf3's control and data connections must reach the same gateway: one backend.
+  - name: perf
+    address: 10.9.0.10
+    ports: [5201]
+    backends:
+      - address: 10.1.0.21
+    healthCheck:
+      type: HTTP
+      port: 80
+      path: /ready
+      interval: 300ms
+      timeout: 300ms
 "#,
     );
     if let Some(b) = bgp {
@@ -521,6 +533,96 @@ fn slow_path_packets(b: &RunningBalancer) -> u64 {
                 .get()
         })
         .sum()
+}
+
+/// Oversized DF packets the XDP program answered with ICMP fragmentation-needed.
+fn frag_needed_answers(b: &RunningBalancer) -> u64 {
+    b.metrics
+        .dropped
+        .get_or_create(&causeway_l4lb::metrics::ReasonLabels {
+            reason: "frag_needed".into(),
+        })
+        .get()
+}
+
+/// Bytes the balancer encapsulated for the `perf` VIP (iperf3, gw1 only).
+fn perf_bytes(b: &RunningBalancer) -> u64 {
+    b.metrics
+        .bytes
+        .get_or_create(&BackendLabels {
+            vip: "perf".into(),
+            backend: "10.1.0.21".into(),
+        })
+        .get()
+}
+
+/// An iperf3 server, killed on drop.
+struct Iperf3Server(Child);
+
+impl Drop for Iperf3Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs iperf3 for 2 s from the client to the VIP's port 5201 (the `perf` VIP: gw1; one TCP
+/// stream, client → gateway) and returns the bytes the server received.
+fn iperf3(topo: &Topology, client: &str) -> u64 {
+    let gw1 = topo.ns("gw1");
+    let server = Iperf3Server(
+        Command::new("ip")
+            .args(["netns", "exec", gw1, "iperf3", "-s", "-1", "-p", "5201"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("iperf3 (scripts/install-deps installs it)"),
+    );
+    // Wait for the listening socket (a test connection would use up `-1`).
+    eventually(Duration::from_secs(10), "iperf3 listening", || {
+        let out = Command::new("ip")
+            .args(["netns", "exec", gw1, "ss", "-Hltn", "sport = :5201"])
+            .output()
+            .unwrap();
+        (!out.stdout.is_empty()).then_some(())
+    });
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            client,
+            "iperf3",
+            "-c",
+            "10.9.0.10",
+            "-p",
+            "5201",
+            "-t",
+            "2",
+            "-J",
+        ])
+        .output()
+        .unwrap();
+    drop(server);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "iperf3 through the VIP failed: {text}"
+    );
+    // "sum_received": {..., "bytes": N, ...}
+    let at = text
+        .find("\"sum_received\"")
+        .unwrap_or_else(|| panic!("no sum_received in {text}"));
+    let rest = &text[at..];
+    let b = rest.find("\"bytes\":").unwrap() + "\"bytes\":".len();
+    let n: u64 = rest[b..]
+        .trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(n > 1_000_000, "iperf3 moved only {n} bytes in 2 s");
+    n
 }
 
 fn forwarded_packets(b: &RunningBalancer) -> u64 {
@@ -674,10 +776,14 @@ fn end_to_end(lb_paths: [Path; 2], gw_path: Path) {
         "5 MB download: {through_lbs} bytes through the balancers ({lb_rx_bytes} received on their links), {gw_tx} bytes sent by the gateways directly"
     );
 
-    // Full-size packets towards the gateway (1500-byte inner packets, 1520 with IPIP): a 2 MB
-    // upload arrives intact.
+    // Full-size packets towards the gateway over 1500-byte links everywhere (1500-byte inner
+    // packets would be 1520 with IPIP): a 2 MB upload arrives intact. The userspace path lets
+    // the kernel fragment the outer packet; XDP answers the first oversized (DF) packets with
+    // ICMP fragmentation-needed (MTU 1480), the client's path MTU discovery shrinks its
+    // segments, and the rest of the upload stays on the fast path.
     let before = forwarded_bytes(&lb1) + forwarded_bytes(&lb2);
     let per_lb_before = [forwarded_bytes(&lb1), forwarded_bytes(&lb2)];
+    let slow_before = [slow_path_packets(&lb1), slow_path_packets(&lb2)];
     let mut up = connect(&client).unwrap();
     let body = vec![b'u'; 2_000_000];
     up.write_all(b"POST /upload HTTP/1.1\r\nHost: vip\r\nContent-Length: 2000000\r\n\r\n")
@@ -689,18 +795,21 @@ fn end_to_end(lb_paths: [Path; 2], gw_path: Path) {
         let n = forwarded_bytes(&lb1) + forwarded_bytes(&lb2) - before;
         (n > 2_000_000).then_some(n)
     });
-    // Through XDP, 1520-byte outer packets exceed the 1500-byte links: the slow path (the
-    // kernel fragments) carried them.
-    for ((b, p), before) in [(&lb1, lb_paths[0]), (&lb2, lb_paths[1])]
+    for (((b, p), before), slow_before) in [(&lb1, lb_paths[0]), (&lb2, lb_paths[1])]
         .into_iter()
         .zip(per_lb_before)
+        .zip(slow_before)
     {
         if p != Path::Userspace && forwarded_bytes(b) - before > 1_000_000 {
-            let slow = eventually(Duration::from_secs(5), "the slow path counted", || {
-                let n = slow_path_packets(b);
-                (n >= 1000).then_some(n)
+            let icmp = eventually(Duration::from_secs(5), "the ICMP answers counted", || {
+                let n = frag_needed_answers(b);
+                (n >= 1).then_some(n)
             });
-            println!("2 MB upload through XDP: {slow} packets took the slow path (MTU)");
+            let slow = slow_path_packets(b) - slow_before;
+            println!(
+                "2 MB upload through XDP: {icmp} ICMP fragmentation-needed answers, {slow} packets through the slow path"
+            );
+            assert_eq!(slow, 0, "DF packets never need the slow path");
         }
     }
     let full_size = (21..=23u8)
@@ -723,6 +832,23 @@ fn end_to_end(lb_paths: [Path; 2], gw_path: Path) {
         "2 MB upload through the VIP: {uploaded} bytes encapsulated, mean packet {} bytes",
         full_size.1 / full_size.0.max(1)
     );
+
+    // iperf3 (full-size segments, client → gateway) through the VIP, 2 s: it completes and,
+    // through XDP, stays on the fast path.
+    let slow_before = slow_path_packets(&lb1) + slow_path_packets(&lb2);
+    let bytes_before = perf_bytes(&lb1) + perf_bytes(&lb2);
+    let received = iperf3(&topo, &client);
+    let through = eventually(Duration::from_secs(5), "the iperf3 bytes counted", || {
+        let n = perf_bytes(&lb1) + perf_bytes(&lb2) - bytes_before;
+        (n >= received).then_some(n)
+    });
+    let slow = slow_path_packets(&lb1) + slow_path_packets(&lb2) - slow_before;
+    println!(
+        "iperf3 through the VIP: {received} bytes received, {through} encapsulated, {slow} packets through the slow path"
+    );
+    if lb_paths.iter().all(|p| *p != Path::Userspace) {
+        assert_eq!(slow, 0, "iperf3 took the slow path");
+    }
 
     // 1,000 connections spread across the gateways (and across both balancers).
     let slow_before = slow_path_packets(&lb1) + slow_path_packets(&lb2);

@@ -229,12 +229,33 @@ vips:
     port[14 + 22..14 + 24].copy_from_slice(&81u16.to_be_bytes());
     assert_eq!(prog.test_run(&port, ifindex).unwrap().0, XDP_PASS);
 
-    // A full-size packet would exceed the 1500-byte link with its outer header: passed to the
-    // slow path, untouched.
+    // A full-size packet would exceed the 1500-byte link with its outer header. With Don't
+    // Fragment it is answered, back out of the interface it came in on, with exactly the
+    // oracle's ICMP fragmentation-needed from the VIP announcing 1480 (1500 minus the outer
+    // header), addressed to the MAC it came from.
     let big = frame(Ipv4Addr::new(10, 2, 0, 2), 40_001, VIP, 1500);
     let (action, out) = prog.test_run(&big, ifindex).unwrap();
+    assert_eq!(action, XDP_TX);
+    let want = packet::frag_needed(&big[14..], VIP, 1480).unwrap();
+    assert_eq!(&out[14..], &want[..], "ICMP fragmentation needed");
+    assert_eq!(&out[0..6], &big[6..12], "back to the sender's MAC");
+    assert_eq!(&out[6..12], &big[0..6], "from the MAC it was sent to");
+    assert_eq!(&out[12..14], &[0x08, 0x00]);
+    assert_eq!(packet::checksum(&out[14..34]), 0, "IP header checksum");
+    assert_eq!(packet::checksum(&out[34..]), 0, "ICMP checksum");
+    // Without Don't Fragment: passed to the slow path (the kernel fragments), untouched.
+    let mut big_df_off = big.clone();
+    big_df_off[14 + 6] = 0;
+    let c = packet::checksum(&{
+        let mut h = big_df_off[14..34].to_vec();
+        h[10] = 0;
+        h[11] = 0;
+        h
+    });
+    big_df_off[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+    let (action, out) = prog.test_run(&big_df_off, ifindex).unwrap();
     assert_eq!(action, XDP_PASS);
-    assert_eq!(out, big);
+    assert_eq!(out, big_df_off);
 
     // No healthy backend: dropped.
     prog.sync(&Tables::build(&cfg.vips, |_, _| false)).unwrap();
