@@ -1,12 +1,13 @@
 //! The gateway fed by the controller's ADS (`causeway gateway --xds URL`) instead of a file.
 //!
 //! The same runtime [`Config`] as `--config FILE`, filled from xDS: the [`XdsHandler`] keeps the
-//! last accepted resources of each type (CDS, EDS, LDS, RDS, SDS); on every response it assembles
-//! all five into [`EnvoyResources`], turns them into a document with [`from_envoy`], compiles it
-//! with [`compile`] and swaps it into the running gateway with [`Gateway::reload`] (the same
-//! atomic swap a file reload uses), then ACKs.
+//! last accepted resources of each type (CDS, EDS, LDS, SRDS, RDS, SDS); on every response it
+//! assembles all six into [`EnvoyResources`], turns them into a document with [`from_envoy`],
+//! compiles it with [`compile`] and swaps it into the running gateway with [`Gateway::reload`]
+//! (the same atomic swap a file reload uses), then ACKs.
 //!
-//! - A set that still lacks what it references (LDS naming an RDS not received yet, a cluster
+//! - A set that still lacks what it references (LDS naming an RDS not received yet, a scoped
+//!   listener without its routing scopes, a scope naming an RDS not received yet, a cluster
 //!   without its endpoints, a listener without its secret, a route to a cluster not received) is
 //!   *not complete yet*: ACKed, and the previous configuration keeps serving, as Envoy warms.
 //! - Anything else that fails is NACKed with the reason; the last good configuration stays.
@@ -35,8 +36,8 @@ use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::proxy::{ApplyError, Gateway, Limits};
 
-/// The five types a gateway configuration is assembled from, in push order.
-pub const TYPES: [&str; 5] = causeway_xds::type_url::PUSH_ORDER;
+/// The six types a gateway configuration is assembled from, in push order.
+pub const TYPES: [&str; 6] = causeway_xds::type_url::PUSH_ORDER;
 
 /// How `causeway gateway --xds` runs.
 #[derive(Clone)]
@@ -162,11 +163,13 @@ pub fn assemble(resources: &BTreeMap<String, Vec<Any>>) -> Result<Assembled, Str
     }
 }
 
-/// `from_envoy`'s "a listener's RDS / a cluster's EDS resource was not received".
+/// `from_envoy`'s "a listener's routing scopes / RDS, or a cluster's EDS resource was not
+/// received".
 fn is_missing_resource(e: &TranslateError) -> bool {
     match e {
         TranslateError::Resource { reason, .. } => {
             (reason.starts_with("no RouteConfiguration named ")
+                || reason.starts_with("no ScopedRouteConfiguration for listener ")
                 || reason.starts_with("no ClusterLoadAssignment for "))
                 && reason.ends_with(" was received")
         }
@@ -433,6 +436,30 @@ mod tests {
         r.insert(causeway_xds::type_url::ENDPOINT.into(), vec![]);
         match assemble(&r) {
             Ok(Assembled::Incomplete(why)) => assert!(why.contains("no cluster named"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A scoped listener (every domain exact) before its routing scopes, and a scope before
+    /// its route configuration: not complete yet, not an error.
+    #[test]
+    fn scoped_listener_waits_for_its_scopes_and_their_routes() {
+        let scoped = GOOD.replace("domains: [\"*\"]", "domains: [app.example.com]");
+        let full = by_type(&doc(&scoped));
+        assert!(!full[causeway_xds::type_url::SCOPED_ROUTE].is_empty());
+        assert!(matches!(assemble(&full), Ok(Assembled::Complete(_))));
+        let mut r = full.clone();
+        r.insert(causeway_xds::type_url::SCOPED_ROUTE.into(), vec![]);
+        match assemble(&r) {
+            Ok(Assembled::Incomplete(why)) => {
+                assert!(why.contains("no ScopedRouteConfiguration"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut r = full.clone();
+        r.insert(causeway_xds::type_url::ROUTE.into(), vec![]);
+        match assemble(&r) {
+            Ok(Assembled::Incomplete(why)) => assert!(why.contains("RouteConfiguration"), "{why}"),
             other => panic!("{other:?}"),
         }
     }

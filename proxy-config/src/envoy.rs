@@ -7,8 +7,17 @@
 //! only one form (`lb: round_robin` and no `lb`, for example). `docs/proxy-config.md` maps every
 //! document field to its Envoy field.
 //!
-//! Dynamic references (RDS route names, EDS clusters, SDS secrets) all go through ADS.
-//! [`static_resources`] inlines them for a static Envoy bootstrap (validation and tests).
+//! Dynamic references (SRDS routing scopes, RDS route names, EDS clusters, SDS secrets) all go
+//! through ADS. [`static_resources`] inlines them for a static Envoy bootstrap (validation and
+//! tests).
+//!
+//! Routes are split per virtual host where Envoy can select them by host: a listener whose
+//! virtual hosts all have exact domains routes through **scoped routes** (one routing scope per
+//! listener and domain, keyed by the listener and the `Host` without its port, naming one
+//! `RouteConfiguration` per virtual host), so a change to one virtual host (one AccessPoint)
+//! changes one small route configuration instead of the listener's whole route table. A
+//! listener with a wildcard domain, an HTTPS redirect or no virtual hosts keeps one
+//! `RouteConfiguration` named after it. `docs/proxy-config.md` (Routes) has the rules.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -55,6 +64,28 @@ pub mod names {
     /// The name of the single virtual host of an `httpsRedirect` listener's route
     /// configuration.
     pub const HTTPS_REDIRECT_VHOST: &str = "https-redirect";
+    /// The early header mutation extension (runs before the routing scope is chosen).
+    pub const EARLY_HEADER_MUTATION: &str = "envoy.http.early_header_mutation.header_mutation";
+    /// The request header a scoped listener sets to its own name before choosing a routing
+    /// scope (and its route configurations remove before forwarding): every SRDS connection
+    /// manager of a proxy shares one table of scopes, so the key must say which listener.
+    pub const LISTENER_HEADER: &str = "x-causeway-listener";
+    /// The pseudo-header the host part of a scope key is read from (`Host` in HTTP/1).
+    pub const AUTHORITY: &str = ":authority";
+    /// The prefix of the route configuration of one virtual host (`vhost/NAME`), as a
+    /// scoped listener's routing scopes name it.
+    pub const VHOST_ROUTE_PREFIX: &str = "vhost/";
+}
+
+/// The name of the route configuration that holds virtual host `vhost` alone.
+pub fn vhost_route_name(vhost: &str) -> String {
+    format!("{}{vhost}", names::VHOST_ROUTE_PREFIX)
+}
+
+/// The virtual host a per-virtual-host route configuration holds (the inverse of
+/// [`vhost_route_name`]); `None` for a listener's route configuration.
+pub fn vhost_of_route_name(route_config: &str) -> Option<&str> {
+    route_config.strip_prefix(names::VHOST_ROUTE_PREFIX)
 }
 
 /// The type URLs of the resources, as in an ADS `DiscoveryResponse`.
@@ -63,6 +94,9 @@ pub mod type_url {
     pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
     /// RDS.
     pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+    /// SRDS.
+    pub const SCOPED_ROUTE: &str =
+        "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration";
     /// CDS.
     pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
     /// EDS.
@@ -125,7 +159,11 @@ impl EnvoyOptions {
 pub struct EnvoyResources {
     /// LDS resources, one per document listener.
     pub listeners: Vec<lds::Listener>,
-    /// RDS resources, one per HTTP/HTTPS listener, named after it.
+    /// SRDS resources: per scoped listener, one routing scope per domain, named
+    /// `LISTENER/DOMAIN`.
+    pub scoped_routes: Vec<rds::ScopedRouteConfiguration>,
+    /// RDS resources: one per virtual host of a scoped listener (`vhost/NAME`, shared by the
+    /// listeners that list it), one per other HTTP/HTTPS listener, named after it.
     pub route_configs: Vec<rds::RouteConfiguration>,
     /// CDS resources, one per document cluster.
     pub clusters: Vec<cds::Cluster>,
@@ -145,6 +183,9 @@ impl EnvoyResources {
                 .insert(name.to_owned(), any);
         };
         for r in &self.listeners {
+            put(&r.name, pack(r));
+        }
+        for r in &self.scoped_routes {
             put(&r.name, pack(r));
         }
         for r in &self.route_configs {
@@ -172,6 +213,9 @@ impl EnvoyResources {
             match any.type_url.as_str() {
                 type_url::LISTENER => out.listeners.push(unpack(any, "Listener")?),
                 type_url::ROUTE => out.route_configs.push(unpack(any, "RouteConfiguration")?),
+                type_url::SCOPED_ROUTE => out
+                    .scoped_routes
+                    .push(unpack(any, "ScopedRouteConfiguration")?),
                 type_url::CLUSTER => out.clusters.push(unpack(any, "Cluster")?),
                 type_url::ENDPOINT => out
                     .load_assignments
@@ -183,7 +227,7 @@ impl EnvoyResources {
                         "",
                         "type_url",
                         format!(
-                            "{other:?} is not a listener, route, cluster, endpoint or secret type"
+                            "{other:?} is not a listener, routing scope, route, cluster, endpoint or secret type"
                         ),
                     ));
                 }

@@ -204,3 +204,158 @@ fn use_remote_address_only_at_the_edge() {
     assert_eq!(sidecar.use_remote_address.map(|b| b.value), Some(false));
     assert!(!sidecar.skip_xff_append, "nothing else changes");
 }
+
+const SCOPED: &str = "listeners:\n\
+- {name: http, address: \"127.0.0.1:8080\", protocol: HTTP, virtualHosts: [retail/shop, security/vault]}\n\
+- {name: wild, address: \"127.0.0.1:8081\", protocol: HTTP, virtualHosts: [retail/shop, any]}\n\
+virtualHosts:\n\
+- {name: retail/shop, domains: [shop.example.com, Shop.Global], routes: [{name: a, route: {cluster: shop}}]}\n\
+- {name: security/vault, domains: [vault.example.com], routes: [{name: b, route: {cluster: vault}}]}\n\
+- {name: any, domains: [\"*.example.org\"], routes: [{name: c, route: {cluster: vault}}]}\n\
+clusters:\n- {name: shop, endpoints: [\"127.0.0.1:1\"]}\n- {name: vault, endpoints: [\"127.0.0.1:2\"]}\n";
+
+fn route_names(res: &EnvoyResources) -> Vec<&str> {
+    let mut n: Vec<&str> = res.route_configs.iter().map(|r| r.name.as_str()).collect();
+    n.sort();
+    n
+}
+
+#[test]
+fn routes_are_split_per_virtual_host_when_every_domain_is_exact() {
+    use causeway_proxy_config::envoy::{vhost_of_route_name, vhost_route_name};
+    use envoy_types::pb::envoy::config::route::v3::scoped_route_configuration::key::fragment::Type;
+    let doc = parse(SCOPED);
+    let res = to_envoy(&doc, &EnvoyOptions::default()).unwrap();
+    // `http` lists exact hosts only: one scope per domain, keyed by listener and lower-case
+    // host, naming the virtual host's own route configuration. `wild` has a wildcard domain:
+    // one route configuration named after it, as before.
+    let scopes: Vec<(&str, &str, Vec<String>)> = res
+        .scoped_routes
+        .iter()
+        .map(|s| {
+            let key = s
+                .key
+                .iter()
+                .flat_map(|k| &k.fragments)
+                .filter_map(|f| f.r#type.as_ref().map(|Type::StringKey(k)| k.clone()))
+                .collect();
+            (s.name.as_str(), s.route_configuration_name.as_str(), key)
+        })
+        .collect();
+    assert_eq!(
+        scopes,
+        [
+            (
+                "http/shop.example.com",
+                "vhost/retail/shop",
+                vec!["http".to_owned(), "shop.example.com".to_owned()]
+            ),
+            (
+                "http/shop.global",
+                "vhost/retail/shop",
+                vec!["http".to_owned(), "shop.global".to_owned()]
+            ),
+            (
+                "http/vault.example.com",
+                "vhost/security/vault",
+                vec!["http".to_owned(), "vault.example.com".to_owned()]
+            ),
+        ]
+    );
+    assert_eq!(
+        route_names(&res),
+        ["vhost/retail/shop", "vhost/security/vault", "wild"]
+    );
+    let shop = res
+        .route_configs
+        .iter()
+        .find(|r| r.name == "vhost/retail/shop")
+        .unwrap();
+    assert_eq!(shop.virtual_hosts.len(), 1);
+    assert_eq!(shop.request_headers_to_remove, ["x-causeway-listener"]);
+    assert_eq!(vhost_route_name("retail/shop"), "vhost/retail/shop");
+    assert_eq!(
+        vhost_of_route_name("vhost/retail/shop"),
+        Some("retail/shop")
+    );
+    assert_eq!(vhost_of_route_name("wild"), None);
+    round_trip("scoped", &doc);
+
+    // A change to one virtual host changes its route configuration and nothing else of the
+    // route side: the point of the split (delta xDS sends that one resource).
+    let changed = parse(&SCOPED.replace(
+        "{name: a, route: {cluster: shop}}",
+        "{name: a, route: {cluster: vault}}",
+    ));
+    let after = to_envoy(&changed, &EnvoyOptions::default()).unwrap();
+    assert_eq!(after.listeners, res.listeners);
+    assert_eq!(after.scoped_routes, res.scoped_routes);
+    let differ: Vec<&str> = after
+        .route_configs
+        .iter()
+        .filter(|r| !res.route_configs.contains(r))
+        .map(|r| r.name.as_str())
+        .collect();
+    // `wild` lists retail/shop too, so its one table changes as well.
+    assert_eq!(differ, ["wild", "vhost/retail/shop"]);
+
+    // The canonical form lists a scoped listener's virtual hosts sorted, once each.
+    let reordered = parse(&SCOPED.replace(
+        "virtualHosts: [retail/shop, security/vault]",
+        "virtualHosts: [security/vault, retail/shop, security/vault]",
+    ));
+    let c = canonical(&reordered);
+    assert_eq!(
+        c.listeners[0].virtual_hosts.as_deref(),
+        Some(&["retail/shop".to_owned(), "security/vault".to_owned()][..])
+    );
+    round_trip("scoped, listed out of order", &reordered);
+}
+
+#[test]
+fn scoped_listeners_refuse_a_host_of_two_virtual_hosts_and_wait_for_their_scopes() {
+    let doc = parse(&SCOPED.replace(
+        "domains: [vault.example.com]",
+        "domains: [SHOP.example.com]",
+    ));
+    let err = to_envoy(&doc, &EnvoyOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("virtualHosts[1].domains[0]: \"SHOP.example.com\" is also a domain of virtual host \"retail/shop\""),
+        "{err}"
+    );
+
+    let doc = parse(SCOPED);
+    // No scopes yet (LDS arrived first): the gateway waits for them.
+    let mut res = to_envoy(&doc, &EnvoyOptions::default()).unwrap();
+    res.scoped_routes.clear();
+    let err = from_envoy(&res).unwrap_err().to_string();
+    assert!(
+        err.contains("no ScopedRouteConfiguration for listener \"http\" was received"),
+        "{err}"
+    );
+    // A scope whose route configuration has not arrived.
+    let mut res = to_envoy(&doc, &EnvoyOptions::default()).unwrap();
+    res.route_configs
+        .retain(|r| r.name != "vhost/security/vault");
+    let err = from_envoy(&res).unwrap_err().to_string();
+    assert!(
+        err.contains("no RouteConfiguration named \"vhost/security/vault\" was received"),
+        "{err}"
+    );
+    // A scope of a listener that is gone routes nothing: not an error.
+    let mut res = to_envoy(&doc, &EnvoyOptions::default()).unwrap();
+    let mut orphan = res.scoped_routes[0].clone();
+    orphan.name = "gone/shop.example.com".into();
+    if let Some(k) = &mut orphan.key {
+        k.fragments[0] = k.fragments[1].clone();
+    }
+    res.scoped_routes.push(orphan);
+    assert_eq!(from_envoy(&res).unwrap(), canonical(&doc));
+    // A scope that does not cover the virtual host's domains.
+    let mut res = to_envoy(&doc, &EnvoyOptions::default()).unwrap();
+    res.scoped_routes.retain(|s| s.name != "http/shop.global");
+    let err = from_envoy(&res).unwrap_err().to_string();
+    assert!(err.contains("every domain needs its scope"), "{err}");
+}

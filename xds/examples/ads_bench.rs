@@ -1,119 +1,87 @@
 //! ADS push benchmark (`bench/xds.sh`): N simulated proxies (in-process tonic clients on a few
 //! HTTP/2 connections) subscribe to one group holding a gateway-like configuration of A
-//! AccessPoints (one listener, one route configuration with A virtual hosts, A clusters, A load
-//! assignments). One AccessPoint changes (its route and its endpoints); we measure, per client,
+//! AccessPoints, rendered by the product's translation (`to_envoy`): one listener routed by
+//! scopes (two routing scopes and one route configuration per AccessPoint), A clusters, A load
+//! assignments. One AccessPoint changes (its route and its endpoints); we measure, per client,
 //! the time from `set_snapshot` until it has ACKed every changed type, and the bytes it received
 //! for the change — state of the world against delta.
 //!
-//! `cargo run --release -p causeway-xds --example ads_bench -- [CLIENTS] [ACCESSPOINTS]`
+//! `cargo run --release -p causeway-xds --example ads_bench -- [CLIENTS] [ACCESSPOINTS] [sotw|delta]`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use causeway_xds::envoy_types::pb::envoy::config::cluster::v3 as cds;
-use causeway_xds::envoy_types::pb::envoy::config::core::v3 as core;
-use causeway_xds::envoy_types::pb::envoy::config::endpoint::v3 as eds;
-use causeway_xds::envoy_types::pb::envoy::config::listener::v3 as lds;
-use causeway_xds::envoy_types::pb::envoy::config::route::v3 as rds;
+use causeway_proxy_config::envoy::{EnvoyOptions, to_envoy};
+use causeway_proxy_config::{Cluster, Endpoint, Listener, Protocol, ProxyConfig, Route, RouteAction, RouteMatch, PathMatch, VirtualHost};
 use causeway_xds::envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use causeway_xds::envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DiscoveryRequest,
 };
-use causeway_xds::{
-    AdsServer, NodeInfo, ServerOptions, Snapshot, SnapshotCache, pack, type_url,
-};
+use causeway_xds::{AdsServer, NodeInfo, ServerOptions, Snapshot, SnapshotCache, type_url};
 use prost::Message;
 use tokio::sync::{Mutex, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
-const TYPES: [&str; 4] = [
+/// Every type a gateway reads except SDS (this configuration has no secrets).
+const TYPES: [&str; 5] = [
     type_url::CLUSTER,
     type_url::ENDPOINT,
     type_url::LISTENER,
+    type_url::SCOPED_ROUTE,
     type_url::ROUTE,
 ];
 
+/// A gateway document as the controller renders one: one HTTP listener, per AccessPoint a
+/// virtual host (two exact domains, one route) and a cluster of two local endpoints; AccessPoint
+/// `changed` has another route and another endpoint. Translated by the product's `to_envoy`.
 fn snapshot(aps: usize, changed: Option<usize>) -> Snapshot {
-    let mut res = Vec::new();
-    let mut vhosts = Vec::new();
+    let mut doc = ProxyConfig::default();
     for i in 0..aps {
         let bump = changed == Some(i);
-        let name = format!("outbound|3000||shop{i}.retail");
-        res.push(pack(&cds::Cluster {
-            name: name.clone(),
-            connect_timeout: Some(causeway_xds::envoy_types::pb::google::protobuf::Duration {
-                seconds: 1,
-                nanos: 0,
-            }),
-            ..Default::default()
-        }));
-        let ep = |host: String| eds::LbEndpoint {
-            host_identifier: Some(eds::lb_endpoint::HostIdentifier::Endpoint(eds::Endpoint {
-                address: Some(core::Address {
-                    address: Some(core::address::Address::SocketAddress(core::SocketAddress {
-                        address: host,
-                        port_specifier: Some(core::socket_address::PortSpecifier::PortValue(3000)),
-                        ..Default::default()
-                    })),
-                }),
-                ..Default::default()
-            })),
-            ..Default::default()
-        };
-        res.push(pack(&eds::ClusterLoadAssignment {
-            cluster_name: name.clone(),
-            endpoints: vec![eds::LocalityLbEndpoints {
-                lb_endpoints: vec![
-                    ep(format!("10.{}.{}.21", i / 250, i % 250)),
-                    ep(format!(
-                        "10.{}.{}.{}",
-                        i / 250,
-                        i % 250,
-                        if bump { 99 } else { 22 }
-                    )),
-                ],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }));
-        vhosts.push(rds::VirtualHost {
-            name: format!("retail/shop{i}"),
-            domains: vec![format!("shop{i}.example.com"), format!("shop{i}.global")],
-            routes: vec![rds::Route {
-                name: format!("retail/shop{i}/0"),
-                r#match: Some(rds::RouteMatch {
-                    path_specifier: Some(rds::route_match::PathSpecifier::Prefix(
-                        if bump { "/v2" } else { "/" }.to_owned(),
-                    )),
-                    ..Default::default()
-                }),
-                action: Some(rds::route::Action::Route(rds::RouteAction {
-                    cluster_specifier: Some(rds::route_action::ClusterSpecifier::Cluster(name)),
-                    ..Default::default()
-                })),
-                ..Default::default()
-            }],
+        let cluster = format!("outbound|3000||shop{i}.retail");
+        doc.clusters.push(Cluster {
+            name: cluster.clone(),
+            connect_timeout: Some("1s".to_owned()),
+            endpoints: vec![
+                Endpoint::new(format!("10.{}.{}.21:3000", i / 250, i % 250)),
+                Endpoint::new(format!(
+                    "10.{}.{}.{}:3000",
+                    i / 250,
+                    i % 250,
+                    if bump { 99 } else { 22 }
+                )),
+            ],
             ..Default::default()
         });
-    }
-    res.push(pack(&rds::RouteConfiguration {
-        name: "http".to_owned(),
-        virtual_hosts: vhosts,
-        ..Default::default()
-    }));
-    res.push(pack(&lds::Listener {
-        name: "http".to_owned(),
-        address: Some(core::Address {
-            address: Some(core::address::Address::SocketAddress(core::SocketAddress {
-                address: "0.0.0.0".to_owned(),
-                port_specifier: Some(core::socket_address::PortSpecifier::PortValue(8080)),
+        doc.virtual_hosts.push(VirtualHost {
+            name: format!("retail/shop{i}"),
+            domains: vec![format!("shop{i}.example.com"), format!("shop{i}.global")],
+            routes: vec![Route {
+                name: Some(format!("retail/shop{i}/0")),
+                matcher: Some(RouteMatch {
+                    path: Some(PathMatch {
+                        prefix: Some(if bump { "/v2" } else { "/" }.to_owned()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                route: Some(RouteAction {
+                    cluster: Some(cluster),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            })),
-        }),
+            }],
+        });
+    }
+    doc.listeners.push(Listener {
+        name: "http".to_owned(),
+        address: "0.0.0.0:8080".to_owned(),
+        protocol: Protocol::Http,
         ..Default::default()
-    }));
-    Snapshot::from_resources(res).unwrap()
+    });
+    let res = to_envoy(&doc, &EnvoyOptions::default()).unwrap();
+    Snapshot::from_resources(res.to_any().into_values().flat_map(|m| m.into_values())).unwrap()
 }
 
 /// What one client saw of the change.
@@ -270,13 +238,13 @@ async fn run(
     let status = server.status().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = causeway_xds::serve_listener(
-            listener,
-            server,
-            &ServerOptions::default(),
-            std::future::pending::<()>(),
-        )
+    // Everything of this run ends with it, so that the next mode runs on a quiet runtime (the
+    // 1,000 idle state-of-the-world streams made the delta run after it slower).
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server_task = tokio::spawn(async move {
+        let _ = causeway_xds::serve_listener(listener, server, &ServerOptions::default(), async {
+            let _ = stopped.await;
+        })
         .await;
     });
     let before = snapshot(aps, None);
@@ -289,6 +257,7 @@ async fn run(
     // 100 streams per HTTP/2 connection, as proxies behind a few hosts would be spread.
     let per_conn = 100;
     let mut channels = Vec::new();
+    let mut tasks = Vec::new();
     for _ in 0..clients.div_ceil(per_conn) {
         channels.push(
             tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
@@ -303,9 +272,9 @@ async fn run(
             .max_decoding_message_size(64 << 20);
         let s = shared.clone();
         if delta {
-            tokio::spawn(delta_client(c, i, s, versions.clone()));
+            tasks.push(tokio::spawn(delta_client(c, i, s, versions.clone())));
         } else {
-            tokio::spawn(sotw_client(c, i, s));
+            tasks.push(tokio::spawn(sotw_client(c, i, s)));
         }
     }
     // Everyone subscribed and synced on the initial snapshot.
@@ -354,6 +323,12 @@ async fn run(
         .filter_map(|t| before.get(t))
         .flat_map(|r| r.iter().map(|(_, v)| v.resource.encoded_len()))
         .sum();
+    for t in &tasks {
+        t.abort();
+    }
+    drop(channels);
+    let _ = stop.send(());
+    let _ = server_task.await;
     (
         percentile(&times, 0.5),
         percentile(&times, 0.99),
@@ -371,6 +346,10 @@ async fn main() {
         .collect();
     let clients = args.first().copied().unwrap_or(1000);
     let aps = args.get(1).copied().unwrap_or(100);
+    // `sotw` or `delta` runs one mode alone (for profiling).
+    let only = std::env::args()
+        .skip(1)
+        .find(|a| a == "sotw" || a == "delta");
     println!("{clients} ADS clients, one group of {aps} AccessPoints; one AccessPoint changes");
     println!(
         "{:<6} {:>10} {:>10} {:>10} {:>16} {:>16}",
@@ -378,6 +357,9 @@ async fn main() {
     );
     let mut sotw_bytes = 0.0;
     for delta in [false, true] {
+        if only.as_deref().is_some_and(|m| (m == "delta") != delta) {
+            continue;
+        }
         let (p50, p99, max, bytes, full) = run(delta, clients, aps).await;
         println!(
             "{:<6} {:>10.1?} {:>10.1?} {:>10.1?} {:>16.0} {:>16}",

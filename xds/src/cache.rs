@@ -19,7 +19,7 @@ pub type GroupKey = String;
 pub enum SnapshotError {
     /// The crate cannot read the name of this type; use [`Snapshot::set_type`] with explicit names.
     #[error(
-        "cannot name a resource of type {0}: only LDS/RDS/CDS/EDS/SDS types are named \
+        "cannot name a resource of type {0}: only LDS/SRDS/RDS/CDS/EDS/SDS types are named \
          automatically; pass (name, resource) pairs to Snapshot::set_type"
     )]
     UnknownType(String),

@@ -61,7 +61,7 @@ pub struct ClientOptions {
 }
 
 impl ClientOptions {
-    /// Subscribes to CDS, EDS, LDS, RDS and SDS; backoff from 100 ms doubling to 5 s.
+    /// Subscribes to CDS, EDS, LDS, SRDS, RDS and SDS; backoff from 100 ms doubling to 5 s.
     pub fn new(endpoint: impl Into<String>, node: Node) -> Self {
         ClientOptions {
             endpoint: endpoint.into(),

@@ -49,8 +49,13 @@ pub use envoy_types::pb::google::protobuf::Any;
 pub mod type_url {
     /// Listeners (LDS). Wildcard type: a state-of-the-world response holds every listener.
     pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-    /// Route configurations (RDS). Named type: requested by the listeners that use them.
+    /// Route configurations (RDS). Named type: requested by the listeners and routing scopes
+    /// that use them.
     pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+    /// Routing scopes (SRDS): which route configuration serves a request, by a key built from
+    /// its headers. Wildcard type: Envoy subscribes to every scope of the stream.
+    pub const SCOPED_ROUTE: &str =
+        "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration";
     /// Clusters (CDS). Wildcard type.
     pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
     /// Endpoints (EDS). Named type: requested by the EDS clusters that use them.
@@ -59,15 +64,16 @@ pub mod type_url {
     pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
     /// The order in which a new snapshot's types are pushed on one stream: clusters before their
-    /// endpoints and listeners before their routes, so that Envoy can warm a cluster or listener
-    /// with the dependencies that arrive right behind it ("make before break"). Types not listed
-    /// follow in type-URL order.
-    pub const PUSH_ORDER: [&str; 5] = [CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET];
+    /// endpoints, listeners before their routing scopes and scopes before their routes, so that
+    /// Envoy can warm a cluster or listener with the dependencies that arrive right behind it
+    /// ("make before break"). Types not listed follow in type-URL order.
+    pub const PUSH_ORDER: [&str; 6] = [CLUSTER, ENDPOINT, LISTENER, SCOPED_ROUTE, ROUTE, SECRET];
 
     /// Short name for logs and status (`CDS`, `EDS`, ...); the type URL itself when unknown.
     pub fn short(type_url: &str) -> &str {
         match type_url {
             LISTENER => "LDS",
+            SCOPED_ROUTE => "SRDS",
             ROUTE => "RDS",
             CLUSTER => "CDS",
             ENDPOINT => "EDS",
@@ -77,7 +83,7 @@ pub mod type_url {
     }
 
     /// Orders the types to push and applies the warming rule: while clusters or endpoints are
-    /// being sent or are unanswered (`busy`), listeners and routes wait. Sending them in one
+    /// being sent or are unanswered (`busy`), listeners, routing scopes and routes wait. Sending them in one
     /// burst is not enough: Envoy applies a route as soon as it arrives, and a route naming a
     /// cluster that is still warming answers 503 until the cluster's endpoints land (seen here
     /// for a full second with delta xDS). Waiting for the CDS/EDS answers costs one round trip.
@@ -89,7 +95,7 @@ pub mod type_url {
         let warming =
             sends.iter().any(|t| t == CLUSTER || t == ENDPOINT) || busy(CLUSTER) || busy(ENDPOINT);
         if warming {
-            sends.retain(|t| t != LISTENER && t != ROUTE);
+            sends.retain(|t| t != LISTENER && t != SCOPED_ROUTE && t != ROUTE);
         }
         sends
     }
@@ -107,8 +113,10 @@ pub mod type_url {
 /// type this crate does not know or bytes that do not decode.
 pub fn resource_name(any: &Any) -> Option<String> {
     use envoy_types::pb::envoy::config::{
-        cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
-        route::v3::RouteConfiguration,
+        cluster::v3::Cluster,
+        endpoint::v3::ClusterLoadAssignment,
+        listener::v3::Listener,
+        route::v3::{RouteConfiguration, ScopedRouteConfiguration},
     };
     use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
     use prost::Message;
@@ -116,6 +124,7 @@ pub fn resource_name(any: &Any) -> Option<String> {
     match any.type_url.as_str() {
         type_url::LISTENER => Listener::decode(bytes).ok().map(|r| r.name),
         type_url::ROUTE => RouteConfiguration::decode(bytes).ok().map(|r| r.name),
+        type_url::SCOPED_ROUTE => ScopedRouteConfiguration::decode(bytes).ok().map(|r| r.name),
         type_url::CLUSTER => Cluster::decode(bytes).ok().map(|r| r.name),
         type_url::ENDPOINT => ClusterLoadAssignment::decode(bytes)
             .ok()

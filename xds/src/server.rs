@@ -266,9 +266,12 @@ impl AdsServer {
             }
             let snapshot = snapshots.borrow_and_update().clone();
             if let Some(snapshot) = snapshot {
-                delta::settle_nacks(&mut states, &snapshot);
-                for (t, s) in &states {
-                    self.status.update_type(id, s.status(t));
+                // Only types whose state moved are reported: this runs on every ACK of every
+                // stream, and the registry is one lock for all of them.
+                for t in delta::settle_nacks(&mut states, &snapshot) {
+                    if let Some(s) = states.get(&t) {
+                        self.status.update_type(id, s.status(&t));
+                    }
                 }
                 for t in delta::pending_delta_sends(&states, &snapshot) {
                     let Some(resp) =

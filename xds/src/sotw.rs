@@ -171,8 +171,9 @@ pub fn on_request(states: &mut StreamState, req: &DiscoveryRequest) -> RequestKi
     }
 }
 
-/// The types to push now for `snapshot`, in push order (CDS, EDS, LDS, RDS, SDS, then others);
-/// LDS and RDS wait while CDS or EDS responses are unanswered (see `type_url::order_and_hold`).
+/// The types to push now for `snapshot`, in push order (CDS, EDS, LDS, SRDS, RDS, SDS, then
+/// others); LDS, SRDS and RDS wait while CDS or EDS responses are unanswered (see
+/// `type_url::order_and_hold`).
 ///
 /// A type is pushed when a response is owed, when the snapshot's version differs from the one
 /// last sent, or when the subscription changed since. A NACKed version is not re-sent: the
@@ -358,11 +359,12 @@ mod tests {
     }
 
     #[test]
-    fn push_order_is_cds_eds_lds_rds() {
+    fn push_order_is_cds_eds_lds_srds_rds() {
         let mut st = StreamState::new();
         let mut n = 0;
         for t in [
             type_url::ROUTE,
+            type_url::SCOPED_ROUTE,
             type_url::LISTENER,
             type_url::ENDPOINT,
             type_url::CLUSTER,
@@ -378,7 +380,8 @@ mod tests {
         let types = |r: Vec<DiscoveryResponse>| -> Vec<String> {
             r.into_iter().map(|r| r.type_url).collect()
         };
-        // Clusters and endpoints first; listeners and routes wait for their answers.
+        // Clusters and endpoints first; listeners, routing scopes and routes wait for their
+        // answers.
         let first = send_all(&mut st, &snap, &mut n);
         let versions: Vec<(String, String)> = first
             .iter()
@@ -394,7 +397,7 @@ mod tests {
         );
         assert_eq!(
             types(send_all(&mut st, &snap, &mut n)),
-            [type_url::LISTENER, type_url::ROUTE]
+            [type_url::LISTENER, type_url::SCOPED_ROUTE, type_url::ROUTE]
         );
     }
 

@@ -103,7 +103,7 @@ async fn client_acks_nacks_keeps_last_good_and_reconnects() {
     let v1 = cache.snapshot(GROUP).unwrap();
     wait_client(&status, "CDS accepted", |s| {
         s.accepted.get(type_url::CLUSTER) == Some(&v1.version(type_url::CLUSTER))
-            && s.accepted.len() == 5
+            && s.accepted.len() == type_url::PUSH_ORDER.len()
     })
     .await;
     let server = xds.server.clone();
@@ -111,7 +111,7 @@ async fn client_acks_nacks_keeps_last_good_and_reconnects() {
         let p = server.status().proxies();
         async move {
             match p.as_slice() {
-                [p] if p.synced() && p.types.len() == 5 => Ok(()),
+                [p] if p.synced() && p.types.len() == type_url::PUSH_ORDER.len() => Ok(()),
                 _ => Err(format!("{p:#?}")),
             }
         }

@@ -15,7 +15,8 @@ use prost::{Message, Name};
 use super::{EnvoyResources, TranslateError, names, pack};
 
 /// The resources as Envoy's `static_resources`: route configurations inlined into their
-/// listeners' connection managers, load assignments into their clusters (EDS clusters become
+/// listeners' connection managers (a scoped listener's routing scopes become an inline
+/// `scoped_route_configurations_list`, each with its route configuration inline), load assignments into their clusters (EDS clusters become
 /// STATIC), and SDS references turned into references to the static secrets. For
 /// `envoy --mode validate` and for running Envoy without a control plane.
 pub fn static_resources(res: &EnvoyResources) -> Result<StaticResources, TranslateError> {
@@ -28,6 +29,10 @@ pub fn static_resources(res: &EnvoyResources) -> Result<StaticResources, Transla
         secrets: res.secrets.clone(),
         ..Default::default()
     };
+    let tables = Tables {
+        routes: &routes,
+        scopes: &res.scoped_routes,
+    };
     for l in &res.listeners {
         let mut l = l.clone();
         let name = l.name.clone();
@@ -36,7 +41,7 @@ pub fn static_resources(res: &EnvoyResources) -> Result<StaticResources, Transla
             .iter_mut()
             .chain(l.default_filter_chain.as_mut())
         {
-            inline_chain(&name, chain, &routes)?;
+            inline_chain(&name, chain, &tables)?;
         }
         out.listeners.push(l);
     }
@@ -73,10 +78,65 @@ pub fn static_resources(res: &EnvoyResources) -> Result<StaticResources, Transla
     Ok(out)
 }
 
+struct Tables<'a> {
+    routes: &'a HashMap<&'a str, &'a rds::RouteConfiguration>,
+    scopes: &'a [rds::ScopedRouteConfiguration],
+}
+
+fn missing_route(listener: &str, field: &str, name: &str) -> TranslateError {
+    TranslateError::resource(
+        "Listener",
+        listener,
+        field,
+        format!("no RouteConfiguration named {name:?} to inline"),
+    )
+}
+
+/// A scoped connection manager's routing scopes (those keyed by its listener tag), with their
+/// route configurations inline.
+fn inline_scopes(
+    listener: &str,
+    s: &mut hcm::ScopedRoutes,
+    tables: &Tables<'_>,
+) -> Result<(), TranslateError> {
+    use rds::scoped_route_configuration::key::fragment::Type;
+    let mut list = Vec::new();
+    for scope in tables.scopes {
+        let tag = scope
+            .key
+            .as_ref()
+            .and_then(|k| k.fragments.first())
+            .and_then(|f| f.r#type.as_ref());
+        if tag != Some(&Type::StringKey(s.name.clone())) {
+            continue;
+        }
+        let rc = tables
+            .routes
+            .get(scope.route_configuration_name.as_str())
+            .ok_or_else(|| {
+                missing_route(listener, "scoped_routes", &scope.route_configuration_name)
+            })?;
+        list.push(rds::ScopedRouteConfiguration {
+            route_configuration_name: String::new(),
+            route_configuration: Some((*rc).clone()),
+            ..scope.clone()
+        });
+    }
+    s.rds_config_source = None;
+    s.config_specifier = Some(
+        hcm::scoped_routes::ConfigSpecifier::ScopedRouteConfigurationsList(
+            hcm::ScopedRouteConfigurationsList {
+                scoped_route_configurations: list,
+            },
+        ),
+    );
+    Ok(())
+}
+
 fn inline_chain(
     listener: &str,
     chain: &mut lds::FilterChain,
-    routes: &HashMap<&str, &rds::RouteConfiguration>,
+    tables: &Tables<'_>,
 ) -> Result<(), TranslateError> {
     for f in &mut chain.filters {
         if f.name != names::HTTP_CONNECTION_MANAGER {
@@ -86,21 +146,22 @@ fn inline_chain(
             continue;
         };
         let mut m: hcm::HttpConnectionManager = decode(any, "Listener", listener)?;
-        if let Some(hcm::http_connection_manager::RouteSpecifier::Rds(r)) = &m.route_specifier {
-            let rc = routes.get(r.route_config_name.as_str()).ok_or_else(|| {
-                TranslateError::resource(
-                    "Listener",
-                    listener,
-                    "rds.route_config_name",
-                    format!(
-                        "no RouteConfiguration named {:?} to inline",
-                        r.route_config_name
-                    ),
-                )
-            })?;
-            m.route_specifier = Some(hcm::http_connection_manager::RouteSpecifier::RouteConfig(
-                (*rc).clone(),
-            ));
+        match &mut m.route_specifier {
+            Some(hcm::http_connection_manager::RouteSpecifier::Rds(r)) => {
+                let rc = tables
+                    .routes
+                    .get(r.route_config_name.as_str())
+                    .ok_or_else(|| {
+                        missing_route(listener, "rds.route_config_name", &r.route_config_name)
+                    })?;
+                m.route_specifier = Some(
+                    hcm::http_connection_manager::RouteSpecifier::RouteConfig((*rc).clone()),
+                );
+            }
+            Some(hcm::http_connection_manager::RouteSpecifier::ScopedRoutes(s)) => {
+                inline_scopes(listener, s, tables)?;
+            }
+            _ => {}
         }
         *any = pack(&m);
     }

@@ -2,7 +2,7 @@
 
 use causeway_crds::duration::parse_duration;
 
-use super::{defaults, format_duration, to::single_dns_host};
+use super::{defaults, format_duration, to::scopable, to::single_dns_host};
 use crate::{HeaderEdits, LbPolicy, Protocol, ProxyConfig, RouteMatch, UpstreamProtocol};
 
 /// Rewrites a document into the form [`from_envoy`](super::from_envoy)`(`[`to_envoy`](super::to_envoy)`(doc))`
@@ -16,7 +16,9 @@ use crate::{HeaderEdits, LbPolicy, Protocol, ProxyConfig, RouteMatch, UpstreamPr
 /// - weighted destinations and nothing else have explicit weights (unset = 1);
 /// - virtual hosts in the order listeners first list them, those no listener uses dropped, and a
 ///   listener listing every one of them lists none (`virtualHosts` unset = all); a listener that
-///   only redirects to HTTPS lists none;
+///   only redirects to HTTPS lists none; a listener routed by scopes (every domain of its virtual
+///   hosts exact, see [`to_envoy`](super::to_envoy)) lists them sorted by name, once each (Envoy
+///   selects its virtual host by the exact host, so their order means nothing);
 /// - fields that do not apply to a listener's protocol dropped; on HTTPS listeners the
 ///   certificate that is only `default` comes last;
 /// - a cluster whose `localityEndpoints` is one group without locality, priority or weight
@@ -55,7 +57,15 @@ pub fn canonical(doc: &ProxyConfig) -> ProxyConfig {
         if !http || l.https_redirect {
             l.virtual_hosts = None;
         } else {
-            let names = l.virtual_hosts.clone().unwrap_or_else(|| all.clone());
+            let mut names = l.virtual_hosts.clone().unwrap_or_else(|| all.clone());
+            let listed: Option<Vec<_>> = names
+                .iter()
+                .map(|n| doc.virtual_hosts.iter().find(|v| &v.name == n))
+                .collect();
+            if listed.is_some_and(scopable) {
+                names.sort();
+                names.dedup();
+            }
             for n in &names {
                 if !order.contains(n) {
                     order.push(n.clone());

@@ -18,7 +18,9 @@ use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
 use envoy_types::pb::google::protobuf::{self as pb, Any};
 use prost::{Message, Name};
 
-use super::{EnvoyResources, TranslateError, format_duration, names, std_duration};
+use super::{
+    EnvoyResources, TranslateError, format_duration, names, std_duration, vhost_of_route_name,
+};
 use crate::{
     Cluster, DirectResponse, Endpoint, HeaderEdits, HeaderMatch, HealthCheck, LbPolicy, Listener,
     Locality, LocalityEndpoints, OutlierDetection, PathMatch, PrivateKeyPem, Protocol, ProxyConfig,
@@ -65,6 +67,24 @@ pub(super) fn from_envoy(res: &EnvoyResources) -> Result<ProxyConfig, TranslateE
         .iter()
         .map(|c| (c.cluster_name.as_str(), c))
         .collect();
+    // Routing scopes by the listener their key names. A scope of no listener (left over while
+    // a listener goes away) is not an error: nothing routes through it.
+    let mut scopes: HashMap<&str, Vec<&rds::ScopedRouteConfiguration>> = HashMap::new();
+    for s in &res.scoped_routes {
+        use rds::scoped_route_configuration::key::fragment::Type;
+        if let Some(Type::StringKey(tag)) = s
+            .key
+            .as_ref()
+            .and_then(|k| k.fragments.first())
+            .and_then(|f| f.r#type.as_ref())
+        {
+            scopes.entry(tag.as_str()).or_default().push(s);
+        }
+    }
+    let tables = RouteTables {
+        routes: &routes,
+        scopes: &scopes,
+    };
     let mut doc = ProxyConfig::default();
     // xDS does not order resources: the document lists them by name, so the same resources
     // give the same document however they arrived.
@@ -72,7 +92,7 @@ pub(super) fn from_envoy(res: &EnvoyResources) -> Result<ProxyConfig, TranslateE
     listeners.sort_by(|a, b| a.name.cmp(&b.name));
     let mut vhosts: Vec<(VirtualHost, String)> = Vec::new();
     for l in listeners {
-        doc.listeners.push(listener(l, &routes, &mut vhosts)?);
+        doc.listeners.push(listener(l, &tables, &mut vhosts)?);
     }
     doc.virtual_hosts = vhosts.into_iter().map(|(v, _)| v).collect();
     let all: Vec<String> = doc.virtual_hosts.iter().map(|v| v.name.clone()).collect();
@@ -120,9 +140,151 @@ fn host_port(host: &str, port: u16) -> String {
     }
 }
 
+/// What listeners' connection managers route with: route configurations by name, routing
+/// scopes by listener.
+struct RouteTables<'a> {
+    routes: &'a HashMap<&'a str, &'a rds::RouteConfiguration>,
+    scopes: &'a HashMap<&'a str, Vec<&'a rds::ScopedRouteConfiguration>>,
+}
+
+/// How a connection manager finds its routes.
+#[derive(Clone, PartialEq, Eq, Debug)]
+enum RouteSource {
+    /// One route configuration, by RDS.
+    Rds(String),
+    /// Routing scopes keyed by this listener tag and the host (SRDS).
+    Scoped(String),
+}
+
+/// Adds a virtual host read from route configuration `rc` to the document's list (once: a
+/// virtual host listed by two listeners must be the same in both).
+fn add_vhost(
+    vhosts: &mut Vec<(VirtualHost, String)>,
+    vh: VirtualHost,
+    rc: &str,
+    field: &str,
+) -> Result<(), TranslateError> {
+    match vhosts.iter().find(|(x, _)| x.name == vh.name) {
+        Some((x, from)) if *x != vh => Err(TranslateError::resource(
+            "RouteConfiguration",
+            rc,
+            field,
+            format!(
+                "virtual host {:?} differs from the one of the same name in {from:?}: names must identify one virtual host",
+                vh.name
+            ),
+        )),
+        Some(_) => Ok(()),
+        None => {
+            vhosts.push((vh, rc.to_owned()));
+            Ok(())
+        }
+    }
+}
+
+/// The virtual hosts of a scoped listener: one per route configuration its scopes name, each
+/// holding exactly that virtual host, whose domains are exactly the scopes' hosts. Sorted by
+/// name (scopes have no order; with exact hosts only, the order does not matter).
+fn scoped_vhosts(
+    at: At<'_>,
+    tag: &str,
+    tables: &RouteTables<'_>,
+    vhosts: &mut Vec<(VirtualHost, String)>,
+) -> Result<Vec<String>, TranslateError> {
+    use rds::scoped_route_configuration::key::fragment::Type;
+    let scopes = tables
+        .scopes
+        .get(tag)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if scopes.is_empty() {
+        // A scoped listener always has a scope: its routing scopes are still on their way.
+        return Err(at.err(
+            "filter_chains[0].filters[0].scoped_routes",
+            format!("no ScopedRouteConfiguration for listener {tag:?} was received"),
+        ));
+    }
+    let mut hosts_of: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for s in scopes {
+        let sat = At {
+            kind: "ScopedRouteConfiguration",
+            name: &s.name,
+        };
+        if s.on_demand || s.route_configuration.is_some() {
+            return Err(sat.err(
+                "route_configuration",
+                "scopes are loaded eagerly and name their route configuration (RDS)",
+            ));
+        }
+        let keys: Vec<Option<&Type>> = s
+            .key
+            .iter()
+            .flat_map(|k| &k.fragments)
+            .map(|f| f.r#type.as_ref())
+            .collect();
+        let [_, Some(Type::StringKey(host))] = keys.as_slice() else {
+            return Err(sat.err(
+                "key.fragments",
+                "the key is two string fragments: the listener and the host",
+            ));
+        };
+        hosts_of
+            .entry(s.route_configuration_name.as_str())
+            .or_default()
+            .push(host.clone());
+    }
+    let mut listed = Vec::new();
+    for (rc_name, mut hosts) in hosts_of {
+        let rc = tables.routes.get(rc_name).ok_or_else(|| {
+            at.err(
+                "scoped_routes",
+                format!("no RouteConfiguration named {rc_name:?} was received"),
+            )
+        })?;
+        let [v] = rc.virtual_hosts.as_slice() else {
+            return Err(TranslateError::resource(
+                "RouteConfiguration",
+                rc_name,
+                "virtual_hosts",
+                "the route configuration of a routing scope holds exactly one virtual host",
+            ));
+        };
+        if vhost_of_route_name(rc_name) != Some(v.name.as_str()) {
+            return Err(TranslateError::resource(
+                "RouteConfiguration",
+                rc_name,
+                "virtual_hosts[0].name",
+                format!(
+                    "a routing scope's route configuration is named after its virtual host ({:?})",
+                    super::vhost_route_name(&v.name)
+                ),
+            ));
+        }
+        let vh = virtual_host(v, rc_name, 0)?;
+        let mut domains: Vec<String> = vh.domains.iter().map(|d| d.to_ascii_lowercase()).collect();
+        domains.sort();
+        domains.dedup();
+        hosts.sort();
+        if hosts != domains {
+            return Err(TranslateError::resource(
+                "RouteConfiguration",
+                rc_name,
+                "virtual_hosts[0].domains",
+                format!(
+                    "listener {tag:?} routes hosts {hosts:?} to it: every domain needs its scope and no more"
+                ),
+            ));
+        }
+        listed.push(vh.name.clone());
+        add_vhost(vhosts, vh, rc_name, "virtual_hosts[0]")?;
+    }
+    listed.sort();
+    Ok(listed)
+}
+
 fn listener(
     l: &lds::Listener,
-    routes: &HashMap<&str, &rds::RouteConfiguration>,
+    tables: &RouteTables<'_>,
     vhosts: &mut Vec<(VirtualHost, String)>,
 ) -> Result<Listener, TranslateError> {
     let at = At {
@@ -206,13 +368,9 @@ fn listener(
                     ));
                 }
             }
-            let route_name = route_name.unwrap_or_default();
-            let rc = routes.get(route_name.as_str()).ok_or_else(|| {
-                at.err(
-                    "filter_chains[0].filters[0].rds.route_config_name",
-                    format!("no RouteConfiguration named {route_name:?} was received"),
-                )
-            })?;
+            let Some(source) = route_name else {
+                return Err(at.err("filter_chains", "a listener needs a filter chain"));
+            };
             if tls {
                 out.protocol = Protocol::Https;
                 out.tls = Some(server_tls(at, l)?);
@@ -225,33 +383,32 @@ fn listener(
                     ));
                 }
             }
-            let redirect = rc.virtual_hosts.len() == 1
-                && rc.virtual_hosts[0].require_tls
-                    == rds::virtual_host::TlsRequirementType::All as i32;
-            if redirect && !tls {
-                out.https_redirect = true;
-            } else {
-                let mut listed = Vec::new();
-                for (i, v) in rc.virtual_hosts.iter().enumerate() {
-                    let vh = virtual_host(v, &rc.name, i)?;
-                    match vhosts.iter().find(|(x, _)| x.name == vh.name) {
-                        Some((x, from)) if *x != vh => {
-                            return Err(TranslateError::resource(
-                                "RouteConfiguration",
-                                &rc.name,
-                                format!("virtual_hosts[{i}]"),
-                                format!(
-                                    "virtual host {:?} differs from the one of the same name in {from:?}: names must identify one virtual host",
-                                    vh.name
-                                ),
-                            ));
-                        }
-                        Some(_) => {}
-                        None => vhosts.push((vh.clone(), rc.name.clone())),
-                    }
-                    listed.push(vh.name);
+            match source {
+                RouteSource::Scoped(tag) => {
+                    out.virtual_hosts = Some(scoped_vhosts(at, &tag, tables, vhosts)?);
                 }
-                out.virtual_hosts = Some(listed);
+                RouteSource::Rds(route_name) => {
+                    let rc = tables.routes.get(route_name.as_str()).ok_or_else(|| {
+                        at.err(
+                            "filter_chains[0].filters[0].rds.route_config_name",
+                            format!("no RouteConfiguration named {route_name:?} was received"),
+                        )
+                    })?;
+                    let redirect = rc.virtual_hosts.len() == 1
+                        && rc.virtual_hosts[0].require_tls
+                            == rds::virtual_host::TlsRequirementType::All as i32;
+                    if redirect && !tls {
+                        out.https_redirect = true;
+                    } else {
+                        let mut listed = Vec::new();
+                        for (i, v) in rc.virtual_hosts.iter().enumerate() {
+                            let vh = virtual_host(v, &rc.name, i)?;
+                            listed.push(vh.name.clone());
+                            add_vhost(vhosts, vh, &rc.name, &format!("virtual_hosts[{i}]"))?;
+                        }
+                        out.virtual_hosts = Some(listed);
+                    }
+                }
             }
         }
         names::TCP_PROXY => {
@@ -333,16 +490,43 @@ fn http_connection_manager(
     at: At<'_>,
     field: &str,
     m: &hcm::HttpConnectionManager,
-) -> Result<String, TranslateError> {
-    let name = match &m.route_specifier {
-        Some(hcm::http_connection_manager::RouteSpecifier::Rds(r)) => r.route_config_name.clone(),
+) -> Result<RouteSource, TranslateError> {
+    use hcm::http_connection_manager::RouteSpecifier;
+    let source = match &m.route_specifier {
+        Some(RouteSpecifier::Rds(r)) => RouteSource::Rds(r.route_config_name.clone()),
+        // Scoped routes exactly as `to_envoy` renders them: keyed by the listener header this
+        // connection manager sets and the host.
+        Some(RouteSpecifier::ScopedRoutes(s)) if *s == super::to::scoped_routes(&s.name) => {
+            if m.early_header_mutation_extensions != [super::to::listener_header_mutation(&s.name)]
+            {
+                return Err(at.err(
+                    format!("{field}.early_header_mutation_extensions"),
+                    format!(
+                        "a scoped connection manager sets {} to {:?} and nothing else",
+                        names::LISTENER_HEADER,
+                        s.name
+                    ),
+                ));
+            }
+            RouteSource::Scoped(s.name.clone())
+        }
         _ => {
             return Err(at.err(
                 format!("{field}.route_specifier"),
-                "routes must come by RDS (rds.route_config_name)",
+                format!(
+                    "routes must come by RDS (rds.route_config_name) or by routing scopes keyed by {} and {}",
+                    names::LISTENER_HEADER,
+                    names::AUTHORITY
+                ),
             ));
         }
     };
+    if matches!(source, RouteSource::Rds(_)) && !m.early_header_mutation_extensions.is_empty() {
+        return Err(at.err(
+            format!("{field}.early_header_mutation_extensions"),
+            "early header mutations are not supported",
+        ));
+    }
     for (i, f) in m.http_filters.iter().enumerate() {
         if f.name != names::ROUTER {
             return Err(at.err(
@@ -355,7 +539,7 @@ fn http_connection_manager(
             ));
         }
     }
-    Ok(name)
+    Ok(source)
 }
 
 fn data_source(

@@ -1,11 +1,12 @@
 //! Document → Envoy resources.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use causeway_crds::duration::parse_duration;
 use envoy_types::pb::envoy::config::cluster::v3 as cds;
+use envoy_types::pb::envoy::config::common::mutation_rules::v3 as mutation_rules;
 use envoy_types::pb::envoy::config::core::v3 as corev3;
 use envoy_types::pb::envoy::config::endpoint::v3 as eds;
 use envoy_types::pb::envoy::config::listener::v3 as lds;
@@ -14,6 +15,7 @@ use envoy_types::pb::envoy::extensions::filters::http::router::v3 as router;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3 as tls_inspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
+use envoy_types::pb::envoy::extensions::http::early_header_mutation::header_mutation::v3 as early_mutation;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
 use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
@@ -22,7 +24,7 @@ use envoy_types::pb::google::protobuf as pb;
 
 use super::{
     EnvoyOptions, EnvoyResources, TranslateError, ads, defaults, names, pack, pb_duration,
-    u32_value,
+    u32_value, vhost_route_name,
 };
 use crate::{
     Cluster, Endpoint, HeaderEdits, HeaderMatch, LbPolicy, Listener, Protocol, ProxyConfig, Route,
@@ -34,8 +36,28 @@ pub(super) fn to_envoy(
     opts: &EnvoyOptions,
 ) -> Result<EnvoyResources, TranslateError> {
     let mut out = EnvoyResources::default();
+    // Virtual hosts of scoped listeners: each gets one route configuration, however many
+    // listeners list it.
+    let mut scoped_vhosts = BTreeSet::new();
     for (i, l) in doc.listeners.iter().enumerate() {
-        listener(doc, l, &format!("listeners[{i}]"), opts, &mut out)?;
+        listener(
+            doc,
+            l,
+            &format!("listeners[{i}]"),
+            opts,
+            &mut scoped_vhosts,
+            &mut out,
+        )?;
+    }
+    for vi in scoped_vhosts {
+        let v = &doc.virtual_hosts[vi];
+        out.route_configs.push(rds::RouteConfiguration {
+            name: vhost_route_name(&v.name),
+            virtual_hosts: vec![virtual_host(v, &format!("virtualHosts[{vi}]"))?],
+            // The listener's scope-key header is the proxy's business, not the upstream's.
+            request_headers_to_remove: vec![names::LISTENER_HEADER.to_owned()],
+            ..Default::default()
+        });
     }
     for (i, c) in doc.clusters.iter().enumerate() {
         cluster(c, &format!("clusters[{i}]"), opts, &mut out)?;
@@ -107,16 +129,84 @@ fn tls_inspector() -> lds::ListenerFilter {
     }
 }
 
-fn http_connection_manager(listener: &str, opts: &EnvoyOptions) -> lds::Filter {
+/// The routing scopes of a scoped listener: every domain's key is the listener's name (set in
+/// [`names::LISTENER_HEADER`] by [`listener_header_mutation`]) and the host without its port.
+pub(super) fn scoped_routes(listener: &str) -> hcm::ScopedRoutes {
+    use hcm::scoped_routes::scope_key_builder::{FragmentBuilder, fragment_builder};
+    let header = |name: &str, separator: &str| FragmentBuilder {
+        r#type: Some(fragment_builder::Type::HeaderValueExtractor(
+            fragment_builder::HeaderValueExtractor {
+                name: name.to_owned(),
+                element_separator: separator.to_owned(),
+                extract_type: Some(fragment_builder::header_value_extractor::ExtractType::Index(0)),
+            },
+        )),
+    };
+    hcm::ScopedRoutes {
+        name: listener.to_owned(),
+        scope_key_builder: Some(hcm::scoped_routes::ScopeKeyBuilder {
+            fragments: vec![
+                header(names::LISTENER_HEADER, ""),
+                // `Host: shop.example.com:8080` → `shop.example.com`, as the domains match.
+                header(names::AUTHORITY, ":"),
+            ],
+        }),
+        rds_config_source: Some(ads()),
+        config_specifier: Some(hcm::scoped_routes::ConfigSpecifier::ScopedRds(
+            hcm::ScopedRds {
+                scoped_rds_config_source: Some(ads()),
+                ..Default::default()
+            },
+        )),
+    }
+}
+
+/// Sets [`names::LISTENER_HEADER`] to the listener's name before the scope is chosen,
+/// overwriting whatever a client sent.
+pub(super) fn listener_header_mutation(listener: &str) -> corev3::TypedExtensionConfig {
+    let m = early_mutation::HeaderMutation {
+        mutations: vec![mutation_rules::HeaderMutation {
+            action: Some(mutation_rules::header_mutation::Action::Append(
+                corev3::HeaderValueOption {
+                    header: Some(corev3::HeaderValue {
+                        key: names::LISTENER_HEADER.to_owned(),
+                        value: listener.to_owned(),
+                        ..Default::default()
+                    }),
+                    append_action:
+                        corev3::header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd
+                            as i32,
+                    ..Default::default()
+                },
+            )),
+        }],
+    };
+    corev3::TypedExtensionConfig {
+        name: names::EARLY_HEADER_MUTATION.to_owned(),
+        typed_config: Some(pack(&m)),
+    }
+}
+
+fn http_connection_manager(listener: &str, scoped: bool, opts: &EnvoyOptions) -> lds::Filter {
+    let (route_specifier, early_header_mutation_extensions) = if scoped {
+        (
+            hcm::http_connection_manager::RouteSpecifier::ScopedRoutes(scoped_routes(listener)),
+            vec![listener_header_mutation(listener)],
+        )
+    } else {
+        (
+            hcm::http_connection_manager::RouteSpecifier::Rds(hcm::Rds {
+                config_source: Some(ads()),
+                route_config_name: listener.to_owned(),
+            }),
+            vec![],
+        )
+    };
     let m = hcm::HttpConnectionManager {
         stat_prefix: listener.to_owned(),
         codec_type: hcm::http_connection_manager::CodecType::Auto as i32,
-        route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::Rds(
-            hcm::Rds {
-                config_source: Some(ads()),
-                route_config_name: listener.to_owned(),
-            },
-        )),
+        route_specifier: Some(route_specifier),
+        early_header_mutation_extensions,
         http_filters: vec![hcm::HttpFilter {
             name: names::ROUTER.to_owned(),
             config_type: Some(hcm::http_filter::ConfigType::TypedConfig(pack(
@@ -190,6 +280,7 @@ fn listener(
     l: &Listener,
     path: &str,
     opts: &EnvoyOptions,
+    scoped_vhosts: &mut BTreeSet<usize>,
     out: &mut EnvoyResources,
 ) -> Result<(), TranslateError> {
     let addr: SocketAddr = l.address.parse().map_err(|_| {
@@ -205,14 +296,21 @@ fn listener(
     };
     match &l.protocol {
         Protocol::Http | Protocol::Https => {
-            out.route_configs.push(route_configuration(doc, l, path)?);
+            let listed = listed_vhosts(doc, l, path)?;
+            let scoped = !l.https_redirect && scopable(listed.iter().map(|(_, v)| *v));
+            if scoped {
+                routing_scopes(l, path, &listed, out)?;
+                scoped_vhosts.extend(listed.iter().map(|(i, _)| *i));
+            } else {
+                out.route_configs.push(route_configuration(l, &listed)?);
+            }
             if l.protocol == Protocol::Http {
                 listener.filter_chains.push(lds::FilterChain {
-                    filters: vec![http_connection_manager(&l.name, opts)],
+                    filters: vec![http_connection_manager(&l.name, scoped, opts)],
                     ..Default::default()
                 });
             } else {
-                https_chains(l, path, opts, &mut listener)?;
+                https_chains(l, path, scoped, opts, &mut listener)?;
             }
         }
         Protocol::TlsPassthrough => {
@@ -274,6 +372,7 @@ fn listener(
 fn https_chains(
     l: &Listener,
     path: &str,
+    scoped: bool,
     opts: &EnvoyOptions,
     listener: &mut lds::Listener,
 ) -> Result<(), TranslateError> {
@@ -293,7 +392,7 @@ fn https_chains(
         let cp = format!("{path}.tls.certificates[{i}]");
         let chain = lds::FilterChain {
             filter_chain_match: None,
-            filters: vec![http_connection_manager(&l.name, opts)],
+            filters: vec![http_connection_manager(&l.name, scoped, opts)],
             transport_socket: Some(transport_socket(&tls::DownstreamTlsContext {
                 common_tls_context: Some(server_certificate(c, &cp)?),
                 ..Default::default()
@@ -347,10 +446,104 @@ fn server_certificate(
     Ok(ctx)
 }
 
-fn route_configuration(
-    doc: &ProxyConfig,
+/// The virtual hosts a listener serves (all of the document's when it lists none), with their
+/// indexes in the document.
+fn listed_vhosts<'a>(
+    doc: &'a ProxyConfig,
     l: &Listener,
     path: &str,
+) -> Result<Vec<(usize, &'a VirtualHost)>, TranslateError> {
+    if l.https_redirect {
+        return Ok(Vec::new());
+    }
+    let names: Vec<&str> = match &l.virtual_hosts {
+        Some(n) => n.iter().map(String::as_str).collect(),
+        None => doc.virtual_hosts.iter().map(|v| v.name.as_str()).collect(),
+    };
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let vi = doc
+                .virtual_hosts
+                .iter()
+                .position(|v| v.name == *n)
+                .ok_or_else(|| {
+                    TranslateError::document(
+                        format!("{path}.virtualHosts[{i}]"),
+                        format!("no virtual host named {n:?}"),
+                    )
+                })?;
+            Ok((vi, &doc.virtual_hosts[vi]))
+        })
+        .collect()
+}
+
+/// Whether a listener serving these virtual hosts routes through scoped routes: at least one
+/// virtual host, and every domain an exact host name, which is all an SRDS key can match (no
+/// `*` wildcard, no fallback scope, no `:port`).
+pub(super) fn scopable<'a>(vhosts: impl IntoIterator<Item = &'a VirtualHost>) -> bool {
+    let mut any = false;
+    for v in vhosts {
+        any = true;
+        if v.domains.is_empty() || v.domains.iter().any(|d| d.contains(['*', ':'])) {
+            return false;
+        }
+    }
+    any
+}
+
+/// One routing scope per domain of each virtual host of a scoped listener, keyed by the
+/// listener and the domain (lower case: Envoy compares keys exactly, and clients send host
+/// names in lower case), naming the virtual host's route configuration.
+fn routing_scopes(
+    l: &Listener,
+    path: &str,
+    listed: &[(usize, &VirtualHost)],
+    out: &mut EnvoyResources,
+) -> Result<(), TranslateError> {
+    use rds::scoped_route_configuration::{Key, key::Fragment, key::fragment::Type};
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    for (vi, v) in listed {
+        for (di, d) in v.domains.iter().enumerate() {
+            let host = d.to_ascii_lowercase();
+            match seen.insert(host.clone(), &v.name) {
+                // Listed twice: one scope is enough.
+                Some(other) if other == v.name => continue,
+                Some(other) => {
+                    return Err(TranslateError::document(
+                        format!("virtualHosts[{vi}].domains[{di}]"),
+                        format!(
+                            "{d:?} is also a domain of virtual host {other:?} on listener {:?} \
+                             ({path}): a host must name one virtual host",
+                            l.name
+                        ),
+                    ));
+                }
+                None => {}
+            }
+            out.scoped_routes.push(rds::ScopedRouteConfiguration {
+                name: format!("{}/{host}", l.name),
+                route_configuration_name: vhost_route_name(&v.name),
+                key: Some(Key {
+                    fragments: [l.name.clone(), host]
+                        .into_iter()
+                        .map(|k| Fragment {
+                            r#type: Some(Type::StringKey(k)),
+                        })
+                        .collect(),
+                }),
+                ..Default::default()
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The one route configuration of a listener that is not scoped, named after it.
+fn route_configuration(
+    l: &Listener,
+    listed: &[(usize, &VirtualHost)],
 ) -> Result<rds::RouteConfiguration, TranslateError> {
     let mut rc = rds::RouteConfiguration {
         name: l.name.clone(),
@@ -365,25 +558,9 @@ fn route_configuration(
         });
         return Ok(rc);
     }
-    let names: Vec<&str> = match &l.virtual_hosts {
-        Some(n) => n.iter().map(String::as_str).collect(),
-        None => doc.virtual_hosts.iter().map(|v| v.name.as_str()).collect(),
-    };
-    for (i, n) in names.iter().enumerate() {
-        let vi = doc
-            .virtual_hosts
-            .iter()
-            .position(|v| v.name == *n)
-            .ok_or_else(|| {
-                TranslateError::document(
-                    format!("{path}.virtualHosts[{i}]"),
-                    format!("no virtual host named {n:?}"),
-                )
-            })?;
-        rc.virtual_hosts.push(virtual_host(
-            &doc.virtual_hosts[vi],
-            &format!("virtualHosts[{vi}]"),
-        )?);
+    for (vi, v) in listed {
+        rc.virtual_hosts
+            .push(virtual_host(v, &format!("virtualHosts[{vi}]"))?);
     }
     Ok(rc)
 }

@@ -10,6 +10,7 @@ use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
+use envoy_types::pb::envoy::extensions::http::early_header_mutation::header_mutation::v3::HeaderMutation as EarlyHeaderMutation;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     DownstreamTlsContext, UpstreamTlsContext,
 };
@@ -162,6 +163,7 @@ pub fn describe(res: &EnvoyResources) -> String {
     let mut out = String::new();
     for (kind, items) in [
         ("listeners", debug_all(&res.listeners)),
+        ("scoped_routes", debug_all(&res.scoped_routes)),
         ("route_configs", debug_all(&res.route_configs)),
         ("clusters", debug_all(&res.clusters)),
         ("load_assignments", debug_all(&res.load_assignments)),
@@ -205,6 +207,7 @@ fn decode_known(type_url: &str, bytes: &[u8]) -> Option<String> {
         .or_else(|| d::<DownstreamTlsContext>(type_url, bytes))
         .or_else(|| d::<UpstreamTlsContext>(type_url, bytes))
         .or_else(|| d::<HttpProtocolOptions>(type_url, bytes))
+        .or_else(|| d::<EarlyHeaderMutation>(type_url, bytes))
 }
 
 /// Replaces `value: [ bytes… ]` after a known `type_url` with the decoded message.
