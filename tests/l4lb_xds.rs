@@ -423,10 +423,31 @@ fn gateway_in(ns: &str) {
 /// keeps flowing.
 #[test]
 fn traffic_through_a_vip_the_controller_assigned() {
+    through_vip(false);
+}
+
+/// The same with the balancer's XDP program (generic mode) in front of the userspace path:
+/// every change of the VIP set reloads the program with maps sized for it, and the packets
+/// must not fall back to the userspace path (its TUN device sees none).
+#[test]
+fn traffic_through_a_vip_the_controller_assigned_xdp() {
+    if !causeway_l4lb::xdp::available() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "built without the XDP programs (clang missing)"
+        );
+        println!("SKIPPED: built without the XDP programs (clang missing)");
+        return;
+    }
+    through_vip(true);
+}
+
+fn through_vip(xdp: bool) {
     let pid = std::process::id();
+    let tag = if xdp { "x" } else { "u" };
     let names: Vec<String> = ["c", "lb", "gw"]
         .iter()
-        .map(|r| format!("cw-l4x-{pid}-{r}"))
+        .map(|r| format!("cw-l4x-{pid}-{tag}-{r}"))
         .collect();
     let (c, lb, gw) = (names[0].clone(), names[1].clone(), names[2].clone());
     let _ns = Namespaces(names.clone());
@@ -450,6 +471,16 @@ fn traffic_through_a_vip_the_controller_assigned() {
         ip(&["-n", ns, "link", "set", dev, "up"]);
     }
     ip(&["-n", &c, "route", "add", "default", "via", "10.78.1.1"]);
+    if xdp {
+        // Full checksums from the client: a veth hands on partial ones, which an XDP program
+        // that re-wraps the packet cannot complete (a real NIC delivers full ones).
+        let out = Command::new("ip")
+            .args(["netns", "exec", &c, "ethtool", "-K", "eth0", "tx", "off"])
+            .args(["tso", "off", "gso", "off"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
     ip(&["-n", &gw, "route", "add", "default", "via", "10.78.2.1"]);
     // The gateway's replies come from the VIP, which the balancer host routes into its TUN
     // device: reverse-path filtering there would drop them on their way to the client.
@@ -526,9 +557,20 @@ fn traffic_through_a_vip_the_controller_assigned() {
             .spawn()
             .unwrap(),
     );
+    let mut balancer = netns_exec(&lb);
+    balancer.args(["l4lb", "--xds", "http://127.0.0.1:15010", "--zone", "z1"]);
+    if xdp {
+        balancer.args([
+            "--datapath",
+            "xdp",
+            "--interface",
+            "eth0",
+            "--xdp-mode",
+            "generic",
+        ]);
+    }
     let _balancer = Guard(
-        netns_exec(&lb)
-            .args(["l4lb", "--xds", "http://127.0.0.1:15010", "--zone", "z1"])
+        balancer
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -560,12 +602,50 @@ fn traffic_through_a_vip_the_controller_assigned() {
             vec![("10.78.2.2".to_owned(), 1)]
         )
     );
-    let metrics = http_get_in(&lb, "127.0.0.1:15110", "/metrics").unwrap_or_default();
-    assert!(
-        metrics.lines().any(|l| l
-            .starts_with("causeway_l4lb_packets_total{vip=\"retail/shop\",backend=\"10.78.2.2\"}")),
-        "{metrics}"
-    );
+    // XDP counters are read once a second.
+    eventually("the balancer's packet counter", || {
+        let metrics = http_get_in(&lb, "127.0.0.1:15110", "/metrics")?;
+        metrics
+            .lines()
+            .any(|l| {
+                l.starts_with(
+                    "causeway_l4lb_packets_total{vip=\"retail/shop\",backend=\"10.78.2.2\"}",
+                )
+            })
+            .then_some(())
+    });
+    let tun_packets = || -> u64 {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lb,
+                "cat",
+                "/sys/class/net/cwlb0/statistics/tx_packets",
+            ])
+            .output()
+            .unwrap();
+        text(&out.stdout).trim().parse().unwrap_or(u64::MAX)
+    };
+    if xdp {
+        // Until the program reloaded for the new VIP set is attached (a BPF load and
+        // verification, under a second) the userspace path carries the VIP; then XDP does.
+        let started = Instant::now();
+        eventually("the XDP program carrying the VIP", || {
+            let before = tun_packets();
+            let ok = http_get_in(&c, "10.240.0.10:80", "/").as_deref() == Some("10.78.1.2");
+            (ok && tun_packets() == before).then_some(())
+        });
+        println!("XDP carrying the VIP after {:?}", started.elapsed());
+        let before = tun_packets();
+        for _ in 0..5 {
+            assert_eq!(
+                http_get_in(&c, "10.240.0.10:80", "/").as_deref(),
+                Some("10.78.1.2")
+            );
+        }
+        assert_eq!(tun_packets(), before, "packets took the userspace path");
+    }
 
     // Deleted: the VIP leaves the balancer and stops answering.
     causeway(&["delete", "accesspoint", "shop", "-n", "retail"]);
@@ -574,7 +654,12 @@ fn traffic_through_a_vip_the_controller_assigned() {
             serde_json::from_str(&http_get_in(&lb, "127.0.0.1:15110", "/state")?).ok()?;
         entry(&s, "retail/shop").is_none().then_some(())
     });
-    assert_eq!(http_get_in(&c, "10.240.0.10:80", "/"), None);
+    // With XDP the old program forwards until its replacement is attached.
+    eventually("the VIP to stop answering", || {
+        http_get_in(&c, "10.240.0.10:80", "/")
+            .is_none()
+            .then_some(())
+    });
 
     // Back, then the controller stops: traffic keeps flowing through failed reconnects.
     causeway(&["apply", "-f", file.to_str().unwrap()]);
