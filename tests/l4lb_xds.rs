@@ -684,3 +684,24 @@ fn through_vip(xdp: bool) {
         http_get_in(&lb, "127.0.0.1:15110", "/metrics")
     );
 }
+
+/// `--xds` without a zone, locality or cluster is refused before anything starts (no root
+/// needed: the flags are checked first).
+#[test]
+fn xds_needs_a_zone_or_cluster() {
+    let out = Command::new(bin())
+        .args(["l4lb", "--xds", "http://127.0.0.1:1", "--tun", "cwlbnever"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--xds needs --zone, --locality REGION/ZONE or --cluster NAME"),
+        "{err}"
+    );
+    let out = Command::new(bin())
+        .args(["l4lb", "--zone", "z1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "--zone without --xds");
+}
