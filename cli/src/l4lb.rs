@@ -84,6 +84,8 @@ enum Datapath {
     Userspace,
     /// XDP program (needs a build with clang), userspace behind it.
     Xdp,
+    /// `l4lb decap` only: the decap program as a tc classifier (cheaper than XDP on veth).
+    Tc,
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {
@@ -96,15 +98,17 @@ fn xdp_options(
     interface: Option<String>,
     mode: Mode,
 ) -> anyhow::Result<Option<XdpOptions>> {
-    if datapath == Datapath::Userspace {
-        return Ok(None);
-    }
+    let mode = match datapath {
+        Datapath::Userspace => return Ok(None),
+        Datapath::Xdp => mode,
+        Datapath::Tc => Mode::Tc,
+    };
     if !xdp::available() {
-        anyhow::bail!("--datapath xdp: {}", xdp::XdpError::NotBuilt);
+        anyhow::bail!("--datapath xdp/tc: {}", xdp::XdpError::NotBuilt);
     }
     let Some(interface) = interface else {
         anyhow::bail!(
-            "--datapath xdp needs --interface NAME (the interface VIP or IPIP traffic arrives on)"
+            "--datapath xdp/tc needs --interface NAME (the interface VIP or IPIP traffic arrives on)"
         );
     };
     Ok(Some(XdpOptions { interface, mode }))
@@ -130,8 +134,9 @@ struct DecapArgs {
     /// MTU of the TUN device (the largest inner packet).
     #[arg(long, default_value_t = 1500)]
     mtu: u16,
-    /// Data path: `userspace` (TUN + raw IPIP socket), or `xdp` (the XDP decap program on
-    /// --interface, with the raw socket behind it for fragmented IPIP).
+    /// Data path: `userspace` (TUN + raw IPIP socket), `xdp` (the XDP decap program on
+    /// --interface, with the raw socket behind it for fragmented IPIP), or `tc` (the same decap
+    /// as a tc classifier on --interface's ingress: no per-packet copy on veth).
     #[arg(long, value_enum, default_value_t = Datapath::Userspace)]
     datapath: Datapath,
     /// The interface the XDP program is attached to (required with --datapath xdp).
@@ -223,6 +228,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         )?),
         None => None,
     };
+    if args.datapath == Datapath::Tc {
+        anyhow::bail!("--datapath tc is for `l4lb decap` only; the balancer runs userspace or xdp");
+    }
     let xdp = xdp_options(args.datapath, args.interface, args.xdp_mode)?;
     init_logging(&args.log_level)?;
     let opts = BalancerOptions {

@@ -39,13 +39,18 @@ pub enum Mode {
     Native,
     /// In the kernel's generic receive path (`XDP_FLAGS_SKB_MODE`): works on any device.
     Generic,
+    /// Decap only: the decap program as a tc classifier on the interface's ingress (tcx),
+    /// after GRO and without XDP's copy of every packet on veth (docs/l4lb.md, "Decap program").
+    Tc,
 }
 
 impl Mode {
-    fn aya(self) -> XdpMode {
+    /// The XDP attach mode; `None` for [`Mode::Tc`], which is not XDP.
+    fn aya(self) -> Option<XdpMode> {
         match self {
-            Mode::Native => XdpMode::Driver,
-            Mode::Generic => XdpMode::Skb,
+            Mode::Native => Some(XdpMode::Driver),
+            Mode::Generic => Some(XdpMode::Skb),
+            Mode::Tc => None,
         }
     }
 }
@@ -55,6 +60,7 @@ impl fmt::Display for Mode {
         f.write_str(match self {
             Mode::Native => "native",
             Mode::Generic => "generic",
+            Mode::Tc => "tc",
         })
     }
 }
@@ -65,7 +71,10 @@ impl FromStr for Mode {
         match s {
             "native" => Ok(Mode::Native),
             "generic" => Ok(Mode::Generic),
-            _ => Err(format!("unknown XDP mode {s:?} (native or generic)")),
+            "tc" => Ok(Mode::Tc),
+            _ => Err(format!(
+                "unknown XDP mode {s:?} (native, generic, or tc for the decap)"
+            )),
         }
     }
 }
@@ -281,12 +290,55 @@ fn attach(ebpf: &mut Ebpf, program: &'static str, opts: &XdpOptions) -> Result<(
         program,
         detail: verifier_detail(&e),
     })?;
-    prog.attach(&opts.interface, opts.mode.aya())
+    let Some(mode) = opts.mode.aya() else {
+        return Err(XdpError::Attach {
+            interface: opts.interface.clone(),
+            mode: opts.mode,
+            detail: "tc mode is for the decap program only; the balancer runs in XDP (native \
+                     or generic)"
+                .into(),
+        });
+    };
+    prog.attach(&opts.interface, mode)
         .map_err(|e| XdpError::Attach {
             interface: opts.interface.clone(),
             mode: opts.mode,
             detail: verifier_detail(&e),
         })?;
+    Ok(())
+}
+
+/// Loads `program` and attaches it to the ingress of `interface` as a tc classifier: tcx links
+/// on Linux 6.6+ (owned by the process, gone with it); older kernels need the clsact qdisc,
+/// added when the first attempt fails.
+fn attach_tc(ebpf: &mut Ebpf, program: &'static str, interface: &str) -> Result<(), XdpError> {
+    use aya::programs::tc::{self, SchedClassifier, TcAttachType};
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(program)
+        .ok_or(XdpError::Load {
+            program,
+            detail: "not in the object".into(),
+        })?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| XdpError::Load {
+            program,
+            detail: e.to_string(),
+        })?;
+    prog.load().map_err(|e| XdpError::Load {
+        program,
+        detail: verifier_detail(&e),
+    })?;
+    let attach_err = |e: &aya::programs::ProgramError| XdpError::Attach {
+        interface: interface.to_owned(),
+        mode: Mode::Tc,
+        detail: verifier_detail(e),
+    };
+    if prog.attach(interface, TcAttachType::Ingress).is_err() {
+        // Already there is fine; any other problem shows in the second attempt's error.
+        let _ = tc::qdisc_add_clsact(interface);
+        prog.attach(interface, TcAttachType::Ingress)
+            .map_err(|e| attach_err(&e))?;
+    }
     Ok(())
 }
 
@@ -594,7 +646,11 @@ impl XdpDecap {
         })?;
         // Attach first: the program holds its maps from then on. Until the VIPs are written it
         // passes IPIP to the kernel, i.e. to the userspace agent.
-        attach(&mut ebpf, "causeway_decap", opts)?;
+        if opts.mode == Mode::Tc {
+            attach_tc(&mut ebpf, "causeway_decap_tc", &opts.interface)?;
+        } else {
+            attach(&mut ebpf, "causeway_decap", opts)?;
+        }
         {
             let mut m: BpfHashMap<MapData, [u8; 4], u32> = take(&mut ebpf, "decap_vips")?;
             for v in vips {
@@ -753,6 +809,8 @@ vips:
     fn modes_parse() {
         assert_eq!("native".parse::<Mode>().unwrap(), Mode::Native);
         assert_eq!("generic".parse::<Mode>().unwrap(), Mode::Generic);
+        assert_eq!("tc".parse::<Mode>().unwrap(), Mode::Tc);
+        assert_eq!(Mode::Tc.to_string(), "tc");
         assert!("skb".parse::<Mode>().is_err());
     }
 }

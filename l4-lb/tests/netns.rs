@@ -670,6 +670,14 @@ fn xdp_generic_next_to_userspace_end_to_end() {
     }
 }
 
+/// Native XDP balancers, gateways decapsulating in tc (`l4lb decap --datapath tc`).
+#[test]
+fn xdp_native_path_tc_decap_end_to_end() {
+    if require_xdp() {
+        end_to_end([Path::Xdp(Mode::Native); 2], Path::Xdp(Mode::Tc));
+    }
+}
+
 /// XDP tests need the programs, which the build compiles when clang is installed. CI installs
 /// it (scripts/install-deps), so there a build without them is a failure; elsewhere it is
 /// reported and the test passes vacuously.
