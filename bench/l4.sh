@@ -4,17 +4,20 @@
 #   client ── router(bridge) ── balancer ──IPIP──► gateway host (iperf3 server, VIP on lo)
 #
 # Measures, in one run, iperf3 TCP throughput (client → server, the direction that crosses the
-# balancer) and TCP connections per second
+# balancer; one stream and --streams N parallel streams) and TCP connections per second
 #   (a) direct: client → gateway host address (through the router, no balancer)
 #   (b) userspace: client → VIP → balancer (TUN + raw IPIP socket) → decap agent → gateway
-#   (c) xdp: client → VIP → balancer (XDP, native) → XDP decap (native) → gateway
+#   (c) xdp: client → VIP → balancer (XDP, native) → decap (XDP native, or tc with --decap tc)
+#       → gateway
 # and reports (b)/(a) and (c)/(a). The bridge segment (balancer ↔ gateway) has MTU 1520 so that a
 # full-size packet plus the 20-byte IPIP header fits (XDP cannot fragment; docs/l4lb.md, MTU);
-# the client sends full checksums (tx offloads off, which XDP needs on veth). Every row runs in
-# this same topology.
+# the client sends full checksums (tx offloads off, which XDP needs on veth); the bridge does not
+# hand bridged frames to iptables (bridge-nf-call-* = 0 in the router namespace: it stands in for
+# a switch, and a host with br_netfilter loaded would otherwise charge the XDP path, which crosses
+# the bridge twice, for netfilter work no switch does). Every row runs in this same topology.
 #
-#   bench/l4.sh [--duration SECONDS] [--connections N] [--rounds N] [--xdp-mode native|generic]
-#               [--record]
+#   bench/l4.sh [--duration SECONDS] [--connections N] [--rounds N] [--streams N]
+#               [--xdp-mode native|generic] [--decap xdp|tc] [--record]
 #
 # Each round measures the three paths one after the other (interleaved, so that load from
 # elsewhere hits all three alike); the table shows the medians over the rounds (default 3).
@@ -27,16 +30,20 @@ set -euo pipefail
 DURATION=10
 CONNS=2000
 ROUNDS=3
+STREAMS=4
 XDP_MODE=native
+DECAP=xdp
 RECORD=0
 while (($#)); do
     case $1 in
         --duration) DURATION=$2; shift 2 ;;
         --connections) CONNS=$2; shift 2 ;;
         --rounds) ROUNDS=$2; shift 2 ;;
+        --streams) STREAMS=$2; shift 2 ;;
+        --decap) DECAP=$2; shift 2 ;;
         --xdp-mode) XDP_MODE=$2; shift 2 ;;
         --record) RECORD=1; shift ;;
-        *) echo "usage: $0 [--duration SECONDS] [--connections N] [--rounds N] [--xdp-mode native|generic] [--record]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--duration SECONDS] [--connections N] [--rounds N] [--streams N] [--xdp-mode native|generic] [--decap xdp|tc] [--record]" >&2; exit 2 ;;
     esac
 done
 
@@ -82,6 +89,12 @@ for pair in "$LB:11" "$GW:21"; do
     ip -n "$ns" route add default via 10.1.0.1
 done
 ip netns exec "$R" sh -c 'echo 1 > /proc/sys/net/ipv4/ip_forward'
+# The bridge is a switch here: no iptables for bridged frames (the sysctls exist only while the
+# br_netfilter module is loaded).
+for f in iptables ip6tables arptables; do
+    [[ -e /proc/sys/net/bridge/bridge-nf-call-$f ]] &&
+        ip netns exec "$R" sysctl -qw "net.bridge.bridge-nf-call-$f=0"
+done
 ip -n "$R" route add 10.9.0.10/32 via 10.1.0.11
 # Headroom for the IPIP header on the balancer ↔ gateway segment.
 for dev in br0 p11 p21; do ip -n "$R" link set "$dev" mtu 1520; done
@@ -134,9 +147,11 @@ PIDS+=($!)
 
 LBPIDS=()
 start_lb() { # datapath: userspace | xdp
-    local extra=()
+    local extra=() decap=()
     [[ $1 == xdp ]] && extra=(--datapath xdp --interface eth0 --xdp-mode "$XDP_MODE")
-    ip netns exec "$GW" "$CAUSEWAY" l4lb decap --vip 10.9.0.10 "${extra[@]}" >"$TMP/decap-$1.log" 2>&1 &
+    decap=("${extra[@]}")
+    [[ $1 == xdp && $DECAP == tc ]] && decap=(--datapath tc --interface eth0)
+    ip netns exec "$GW" "$CAUSEWAY" l4lb decap --vip 10.9.0.10 "${decap[@]}" >"$TMP/decap-$1.log" 2>&1 &
     LBPIDS+=($!) PIDS+=($!)
     ip netns exec "$LB" "$CAUSEWAY" l4lb --config "$TMP/vips.yaml" "${extra[@]}" >"$TMP/lb-$1.log" 2>&1 &
     LBPIDS+=($!) PIDS+=($!)
@@ -163,10 +178,10 @@ stop_lb() {
     LBPIDS=()
 }
 
-throughput() { # host -> Gbit/s; retried when the iperf3 server is still busy with the last test
+throughput() { # host [streams] -> Gbit/s; retried when the iperf3 server is still busy
     local attempt out
     for attempt in 1 2 3; do
-        if out=$(ip netns exec "$C" iperf3 -c "$1" -t "$DURATION" -J |
+        if out=$(ip netns exec "$C" iperf3 -c "$1" -P "${2:-1}" -t "$DURATION" -J |
             python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.2f" % (r["end"]["sum_received"]["bits_per_second"]/1e9))' 2>/dev/null); then
             echo "$out"
             return
@@ -189,20 +204,23 @@ PY
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
-echo "bench/l4.sh: iperf3 ${DURATION}s, $CONNS connections, $ROUNDS interleaved rounds, $(nproc) cores, $(uname -r)"
-D_BW=() D_CPS=() U_BW=() U_CPS=() X_BW=() X_CPS=()
+echo "bench/l4.sh: iperf3 ${DURATION}s (1 and $STREAMS streams), $CONNS connections, $ROUNDS interleaved rounds, $(nproc) cores, $(uname -r), load $LOAD"
+D_BW=() D_BWP=() D_CPS=() U_BW=() U_BWP=() U_CPS=() X_BW=() X_BWP=() X_CPS=()
 x_pkts=0 x_slow=0
 for ((round = 1; round <= ROUNDS; round++)); do
     D_BW+=("$(throughput 10.1.0.21)")
+    D_BWP+=("$(throughput 10.1.0.21 "$STREAMS")")
     D_CPS+=("$(cps 10.1.0.21)")
 
     start_lb userspace
     U_BW+=("$(throughput 10.9.0.10)")
+    U_BWP+=("$(throughput 10.9.0.10 "$STREAMS")")
     U_CPS+=("$(cps 10.9.0.10)")
     stop_lb
 
     start_lb xdp
     X_BW+=("$(throughput 10.9.0.10)")
+    X_BWP+=("$(throughput 10.9.0.10 "$STREAMS")")
     X_CPS+=("$(cps 10.9.0.10)")
     # What the XDP program forwarded itself versus what it left to the userspace path (the
     # counters reach the metrics once a second).
@@ -210,18 +228,21 @@ for ((round = 1; round <= ROUNDS; round++)); do
     x_pkts=$((x_pkts + $(metric "$LB" 15110 '^causeway_l4lb_packets_total')))
     x_slow=$((x_slow + $(metric "$LB" 15110 '^causeway_l4lb_xdp_slow_path_packets_total')))
     stop_lb
-    echo "round $round: direct ${D_BW[-1]} Gbit/s ${D_CPS[-1]} conn/s; userspace ${U_BW[-1]} / ${U_CPS[-1]}; xdp ${X_BW[-1]} / ${X_CPS[-1]}"
+    echo "round $round: direct ${D_BW[-1]} / ${D_BWP[-1]} Gbit/s ${D_CPS[-1]} conn/s; userspace ${U_BW[-1]} / ${U_BWP[-1]} / ${U_CPS[-1]}; xdp ${X_BW[-1]} / ${X_BWP[-1]} / ${X_CPS[-1]}"
 done
-d_bw=$(median "${D_BW[@]}") d_cps=$(median "${D_CPS[@]}")
-u_bw=$(median "${U_BW[@]}") u_cps=$(median "${U_CPS[@]}")
-x_bw=$(median "${X_BW[@]}") x_cps=$(median "${X_CPS[@]}")
+d_bw=$(median "${D_BW[@]}") d_bwp=$(median "${D_BWP[@]}") d_cps=$(median "${D_CPS[@]}")
+u_bw=$(median "${U_BW[@]}") u_bwp=$(median "${U_BWP[@]}") u_cps=$(median "${U_CPS[@]}")
+x_bw=$(median "${X_BW[@]}") x_bwp=$(median "${X_BWP[@]}") x_cps=$(median "${X_CPS[@]}")
 
 ratio() { python3 -c "print(f'{$1 / $2 * 100:.0f}%')"; }
+row() { # name bw bwp cps
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$2" "$(ratio "$2" "$d_bw")" "$3" "$(ratio "$3" "$d_bwp")" "$4" "$(ratio "$4" "$d_cps")"
+}
 table=$(
-    printf '| path | iperf3 Gbit/s | vs direct | conn/s | vs direct |\n|---|---:|---:|---:|---:|\n'
-    printf '| direct | %s | 100%% | %s | 100%% |\n' "$d_bw" "$d_cps"
-    printf '| userspace | %s | %s | %s | %s |\n' "$u_bw" "$(ratio "$u_bw" "$d_bw")" "$u_cps" "$(ratio "$u_cps" "$d_cps")"
-    printf '| xdp (%s) | %s | %s | %s | %s |\n' "$XDP_MODE" "$x_bw" "$(ratio "$x_bw" "$d_bw")" "$x_cps" "$(ratio "$x_cps" "$d_cps")"
+    printf '| path | iperf3 1 stream Gbit/s | vs direct | %s streams Gbit/s | vs direct | conn/s | vs direct |\n|---|---:|---:|---:|---:|---:|---:|\n' "$STREAMS"
+    row direct "$d_bw" "$d_bwp" "$d_cps"
+    row userspace "$u_bw" "$u_bwp" "$u_cps"
+    row "xdp ($XDP_MODE, $DECAP decap)" "$x_bw" "$x_bwp" "$x_cps"
 )
 echo "$table"
 echo "xdp runs: $x_pkts packets counted, $x_slow of them through the slow path"
@@ -231,7 +252,7 @@ if ((RECORD)); then
         echo
         echo "### L4 balancer $(date -u +%Y-%m-%dT%H:%MZ) — Linux $(uname -r) $(uname -m), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
         echo
-        echo "\`bench/l4.sh --duration $DURATION --connections $CONNS --rounds $ROUNDS --xdp-mode $XDP_MODE\`: one run, one topology (veth + bridge, MTU 1520 balancer ↔ gateway, $XDP_MODE XDP), $ROUNDS interleaved rounds, medians; iperf3 (one TCP stream) client → server through the VIP; connections/s from a Python connect loop. XDP runs: $x_pkts packets counted, $x_slow through the slow path. Rounds (direct, userspace, xdp; Gbit/s and conn/s): direct ${D_BW[*]} / ${D_CPS[*]}; userspace ${U_BW[*]} / ${U_CPS[*]}; xdp ${X_BW[*]} / ${X_CPS[*]}. Load average at the start: $LOAD."
+        echo "\`bench/l4.sh --duration $DURATION --connections $CONNS --rounds $ROUNDS --streams $STREAMS --xdp-mode $XDP_MODE --decap $DECAP\`: one run, one topology (veth + bridge without bridge netfilter, MTU 1520 balancer ↔ gateway, $XDP_MODE XDP balancer, $DECAP decap), $ROUNDS interleaved rounds, medians; iperf3 (one TCP stream, and $STREAMS in parallel) client → server through the VIP; connections/s from a Python connect loop. XDP runs: $x_pkts packets counted, $x_slow through the slow path. Rounds (Gbit/s 1 stream / $STREAMS streams / conn/s): direct ${D_BW[*]} / ${D_BWP[*]} / ${D_CPS[*]}; userspace ${U_BW[*]} / ${U_BWP[*]} / ${U_CPS[*]}; xdp ${X_BW[*]} / ${X_BWP[*]} / ${X_CPS[*]}. Load average at the start: $LOAD."
         echo
         echo "$table"
     } >>"$ROOT/docs/benchmarks.md"
