@@ -345,7 +345,7 @@ pub enum ProxiesOutput {
 const PROXIES_PATH: &str = "/apis/causeway.io/v1alpha1/proxies";
 
 /// The xDS types as columns, in push order.
-const PROXY_TYPES: [&str; 5] = ["CDS", "EDS", "LDS", "RDS", "SDS"];
+const PROXY_TYPES: [&str; 6] = ["CDS", "EDS", "LDS", "SRDS", "RDS", "SDS"];
 
 /// The longest NACK message a table row shows (the JSON output has all of it).
 const NACK_WIDTH: usize = 100;
@@ -558,9 +558,10 @@ mod tests {
         let text = render_proxies(&list);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
-            lines[1].split_whitespace().collect::<Vec<_>>()[..10],
+            lines[1].split_whitespace().collect::<Vec<_>>()[..11],
             [
-                "PROXY", "CLUSTER", "ROLE", "LOCALITY", "CDS", "EDS", "LDS", "RDS", "SDS", "LAST"
+                "PROXY", "CLUSTER", "ROLE", "LOCALITY", "CDS", "EDS", "LDS", "SRDS", "RDS", "SDS",
+                "LAST"
             ]
         );
         assert!(lines[2].starts_with("gw-c1"), "{text}");

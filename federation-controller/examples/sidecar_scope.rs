@@ -60,6 +60,14 @@ fn main() {
             res.listeners.len(),
         ),
         (
+            "SRDS",
+            res.scoped_routes
+                .iter()
+                .map(|r| causeway_xds::pack(r).value.len())
+                .sum(),
+            res.scoped_routes.len(),
+        ),
+        (
             "RDS",
             res.route_configs
                 .iter()

@@ -13,8 +13,8 @@ use serde_json::{Map, Value, json};
 /// The path the list is served on.
 pub const PATH: &str = "/apis/causeway.io/v1alpha1/proxies";
 
-/// Short names of the five types every proxy reads, in push order (the table's columns).
-pub const TYPES: [&str; 5] = ["CDS", "EDS", "LDS", "RDS", "SDS"];
+/// Short names of the six types a proxy may read, in push order (the table's columns).
+pub const TYPES: [&str; 6] = ["CDS", "EDS", "LDS", "SRDS", "RDS", "SDS"];
 
 fn state(s: SyncState) -> &'static str {
     match s {
@@ -129,6 +129,7 @@ mod tests {
             nonce: Some("7".to_owned()),
             error: (state == SyncState::Nacked).then(|| "bad regex".to_owned()),
             nacked_version: (state == SyncState::Nacked).then(|| sent.to_owned()),
+            nacked_resources: Vec::new(),
             resources_sent: 1,
         };
         let types: BTreeMap<String, TypeStatus> = [

@@ -11,7 +11,9 @@
 //! are named after objects (virtual host `NS/NAME` is the AccessPoint in a gateway's
 //! configuration and the NameService in a sidecar's, `egress/NS/NAME/...` an ExternalService),
 //! so each object's part is its virtual hosts plus the clusters, certificates and secrets they
-//! use.
+//! use. A virtual host routed by scopes has a route configuration of its own (`vhost/NAME`): a
+//! delta NACK names the route configurations it rejected, which pins it on their objects
+//! ([`narrow`]).
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,7 +21,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use causeway_proxy_config::ProxyConfig;
-use causeway_proxy_config::envoy::{EnvoyOptions, to_envoy};
+use causeway_proxy_config::envoy::{EnvoyOptions, to_envoy, vhost_of_route_name};
 use causeway_xds::{AdsServer, GroupKey, NackEvent, NodeInfo, Snapshot, SyncState, type_url};
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::watch;
@@ -200,6 +202,33 @@ pub fn suspects(
         .collect()
 }
 
+/// The objects whose resources a NACK names (delta xDS lists the resources of the rejected
+/// response): a per-virtual-host route configuration (`vhost/NAME`) belongs to the object of
+/// that virtual host. Other resources name no object by themselves.
+pub fn rejected_owners(group: &str, type_url: &str, resources: &[String]) -> BTreeSet<ObjectId> {
+    let gateway = group.starts_with("gateway|");
+    if type_url != type_url::ROUTE {
+        return BTreeSet::new();
+    }
+    resources
+        .iter()
+        .filter_map(|r| vhost_of_route_name(r))
+        .filter_map(|v| owner(gateway, v))
+        .collect()
+}
+
+/// The suspects of a NACK narrowed to the objects its rejected resources belong to, when it
+/// names any of them (a proxy that never accepted a configuration suspects everything it was
+/// sent; the route configuration it refused says which AccessPoint it was).
+pub fn narrow(suspects: Vec<ObjectId>, owners: &BTreeSet<ObjectId>) -> Vec<ObjectId> {
+    let named: Vec<ObjectId> = suspects
+        .iter()
+        .filter(|o| owners.contains(*o))
+        .cloned()
+        .collect();
+    if named.is_empty() { suspects } else { named }
+}
+
 /// NACK events kept per cluster and object (the count in status only needs those newer than
 /// its last status write).
 const EVENTS_KEPT: usize = 64;
@@ -268,7 +297,8 @@ impl Attribution {
             type_url::short(&e.type_url),
             e.message
         );
-        for o in self.suspects(&e.group, &e.node_id) {
+        let owners = rejected_owners(&e.group, &e.type_url, &e.resources);
+        for o in narrow(self.suspects(&e.group, &e.node_id), &owners) {
             let list = self.events.entry((e.cluster.clone(), o)).or_default();
             list.push(NackRecord {
                 at,
@@ -295,7 +325,8 @@ impl Attribution {
                     type_url::short(&t.type_url),
                     t.error.as_deref().unwrap_or("rejected")
                 );
-                for o in self.suspects(&p.group, &p.node.id) {
+                let owners = rejected_owners(&p.group, &t.type_url, &t.nacked_resources);
+                for o in narrow(self.suspects(&p.group, &p.node.id), &owners) {
                     report
                         .entry(cluster.clone())
                         .or_default()
@@ -529,6 +560,46 @@ mod tests {
         );
         // Never accepted anything: everything it was sent.
         assert_eq!(suspects(&both, None).len(), 3);
+        // Each virtual host has its own route configuration in the snapshot (routed by scopes):
+        // that is what a delta NACK names.
+        // (The test's secret has no key, which Envoy cannot express: leave it out.)
+        let mut translatable = doc("two", false);
+        translatable.secrets.clear();
+        let snap = snapshot_of(g, &translatable).unwrap();
+        let routes: Vec<&str> = snap
+            .get(type_url::ROUTE)
+            .unwrap()
+            .iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                "vhost/egress/retail/payments/api.payments.example",
+                "vhost/retail/shop",
+                "vhost/security/vault"
+            ]
+        );
+        assert_eq!(
+            rejected_owners(g, type_url::ROUTE, &[routes[0].to_owned()]),
+            BTreeSet::from([id("ExternalService", "retail", "payments")])
+        );
+        // A delta NACK of vault's own route configuration is vault's, even from a proxy that
+        // never accepted anything (which suspects all three).
+        let owners = rejected_owners(
+            g,
+            type_url::ROUTE,
+            &["vhost/security/vault".to_owned(), "http".to_owned()],
+        );
+        assert_eq!(
+            narrow(suspects(&both, None), &owners),
+            [id("AccessPoint", "security", "vault")]
+        );
+        // Nothing named (state of the world, or another type): the fingerprints decide.
+        assert_eq!(narrow(suspects(&both, None), &BTreeSet::new()).len(), 3);
+        assert!(
+            rejected_owners(g, type_url::CLUSTER, &["vhost/security/vault".to_owned()]).is_empty()
+        );
         // In a sidecar's configuration the same names are NameServices.
         let sidecar = fingerprints("sidecar|c1|retail|", &doc("one", false));
         assert!(sidecar.contains_key(&id("NameService", "retail", "shop")));

@@ -80,6 +80,11 @@ impl DeltaTypeState {
             nonce: self.nonce_sent.clone(),
             error: self.nack.as_ref().map(|n| n.message.clone()),
             nacked_version: self.nack.as_ref().map(|n| n.version.clone()),
+            nacked_resources: self
+                .nack
+                .as_ref()
+                .map(|n| n.resources.clone())
+                .unwrap_or_default(),
             resources_sent: self.resources_sent,
         }
     }
@@ -156,6 +161,7 @@ pub fn on_delta_request(states: &mut DeltaStreamState, req: &DeltaDiscoveryReque
         }
         Some(err) => {
             state.complete_at = None;
+            let resources = answered.changes.keys().cloned().collect();
             for (name, (sent, before)) in answered.changes {
                 if let Some(v) = sent {
                     state.nacked.insert(name.clone(), v);
@@ -168,6 +174,7 @@ pub fn on_delta_request(states: &mut DeltaStreamState, req: &DeltaDiscoveryReque
             let nack = Nack {
                 version: answered.version,
                 message: err.message.clone(),
+                resources,
             };
             state.nack = Some(nack.clone());
             RequestKind::Nack(nack)

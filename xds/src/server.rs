@@ -310,7 +310,7 @@ impl AdsServer {
                 warn!(stream = id, node = %info.id, r#type = type_url::short(t),
                     version = %nack.version, error = %nack.message, "proxy rejected config (NACK)");
                 self.metrics.nack(t);
-                self.status.nack(id, t, &nack.version, &nack.message);
+                self.status.nack(id, t, nack);
             }
             RequestKind::Stale => {
                 self.metrics.stale_nonces.inc();

@@ -48,6 +48,9 @@ pub struct Nack {
     pub version: String,
     /// The proxy's error message (`error_detail.message`).
     pub message: String,
+    /// The resources of the rejected response, when known (delta: the resources it changed or
+    /// removed); empty for state of the world, whose response held every resource of the type.
+    pub resources: Vec<String>,
 }
 
 /// Per stream and type: what was asked, sent and acknowledged.
@@ -112,6 +115,11 @@ impl TypeState {
             nonce: self.nonce_sent.clone(),
             error: self.nack.as_ref().map(|n| n.message.clone()),
             nacked_version: self.nack.as_ref().map(|n| n.version.clone()),
+            nacked_resources: self
+                .nack
+                .as_ref()
+                .map(|n| n.resources.clone())
+                .unwrap_or_default(),
             resources_sent: self.resources_sent,
         }
     }
@@ -160,6 +168,7 @@ pub fn on_request(states: &mut StreamState, req: &DiscoveryRequest) -> RequestKi
             let nack = Nack {
                 version: state.version_sent.clone().unwrap_or_default(),
                 message: err.message.clone(),
+                resources: Vec::new(),
             };
             state.nack = Some(nack.clone());
             RequestKind::Nack(nack)

@@ -41,6 +41,9 @@ pub struct TypeStatus {
     pub error: Option<String>,
     /// The version the proxy rejected when NACKED.
     pub nacked_version: Option<String>,
+    /// When NACKED over delta xDS: the resources of the rejected response (what it changed or
+    /// removed), so the rejection can be pinned on them; empty otherwise.
+    pub nacked_resources: Vec<String>,
     /// Resources in the last response.
     pub resources_sent: usize,
 }
@@ -112,6 +115,9 @@ pub struct NackEvent {
     pub version: String,
     /// The proxy's message.
     pub message: String,
+    /// The resources of the rejected response over delta xDS (what it changed or removed);
+    /// empty for state of the world, whose response held every resource of the type.
+    pub resources: Vec<String>,
 }
 
 #[derive(Default)]
@@ -237,7 +243,8 @@ impl StatusRegistry {
         }
     }
 
-    pub(crate) fn nack(&self, stream_id: u64, type_url: &str, version: &str, message: &str) {
+    pub(crate) fn nack(&self, stream_id: u64, type_url: &str, nack: &crate::sotw::Nack) {
+        let (version, message) = (nack.version.as_str(), nack.message.as_str());
         let event = {
             let mut inner = self.lock();
             inner.nacks_total += 1;
@@ -256,6 +263,7 @@ impl StatusRegistry {
                     type_url: type_url.to_owned(),
                     version: version.to_owned(),
                     message: message.to_owned(),
+                    resources: nack.resources.clone(),
                 }
             })
         };
