@@ -2,9 +2,9 @@
 # bench/xds.sh: ADS push to many proxies, state of the world against delta.
 #
 # CLIENTS simulated proxies (in-process tonic clients, 100 streams per HTTP/2 connection) subscribe
-# to CDS, EDS, LDS and RDS of one group holding a gateway-like configuration of ACCESSPOINTS
-# AccessPoints (one listener, one route configuration with a virtual host each, a cluster and a
-# load assignment each). One AccessPoint changes (its route and its endpoints); the table shows,
+# to CDS, EDS, LDS, SRDS and RDS of one group holding a gateway-like configuration of ACCESSPOINTS
+# AccessPoints, rendered by the product's translation (one listener routed by scopes: per
+# AccessPoint two routing scopes, a route configuration, a cluster and a load assignment). One AccessPoint changes (its route and its endpoints); the table shows,
 # from set_snapshot, the time until each client has ACKed every changed type (p50, p99, all) and
 # the bytes each client received for the change. Targets (issue 6): all ACKed < 500 ms; delta
 # bytes per change < 5% of SotW. Then what one sidecar receives in a federation of 10,000
