@@ -667,8 +667,15 @@ spec:
         ["c1", "sidecar", "us-west/us-west-a"],
         "{table}"
     );
-    for t in ["CDS", "EDS", "LDS", "RDS"] {
-        let col = table.lines().nth(1).unwrap().find(t).unwrap();
+    for t in ["CDS", "EDS", "LDS", "SRDS", "RDS"] {
+        // The column whose header is exactly `t` ("RDS" is also the end of "SRDS").
+        let col = table
+            .lines()
+            .nth(1)
+            .unwrap()
+            .find(&format!(" {t} "))
+            .unwrap()
+            + 1;
         assert!(
             row[col..].starts_with("SYNCED "),
             "{t} not SYNCED:\n{table}"
