@@ -26,7 +26,7 @@ pub struct Workload<'a> {
 }
 
 /// A reason placement could not be fully resolved; reported in the `ResolvedRefs` condition.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum PlacementIssue {
     /// `placement.clusters` names a cluster that is not registered.
     UnknownCluster(String),
@@ -59,7 +59,7 @@ impl std::fmt::Display for PlacementIssue {
 }
 
 /// The clusters an AccessPoint is placed on (sorted, unique) and what could not be resolved.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Placed {
     /// Names of the registered clusters the AccessPoint is served from.
     pub clusters: Vec<String>,
@@ -225,7 +225,7 @@ impl std::fmt::Display for GatewayPort {
 pub type ObjectKey = (String, String);
 
 /// One lost claim: `host` on `port` belongs to `owner`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HostConflict {
     /// The contested host (`*` for a TCP port).
     pub host: String,

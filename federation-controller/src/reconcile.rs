@@ -23,11 +23,14 @@ use tokio::sync::watch;
 
 use crate::ipam::{Ipam, Owner};
 use crate::placement::ObjectKey as NsName;
-use crate::status::{self, ProxyReport};
+use crate::status::ProxyReport;
 use crate::store::reflector::{Cache, Reflected, reflect};
 use crate::store::{Expect, ObjectKey, ResourceType, Store, StoreError};
 use crate::translate::incremental::Translator;
 use crate::translate::{self, AccessPointVerdict, Snapshot, object_key};
+
+mod writes;
+pub use writes::StatusWriter;
 
 /// The kinds the controller reads, in the order of [`Kind`].
 const KINDS: [(&str, &str); 6] = [
@@ -285,75 +288,18 @@ fn vips_from_status(s: &Snapshot) -> BTreeMap<NsName, Result<IpAddr, String>> {
         .collect()
 }
 
-/// Statuses that differ from the stored ones, as (key, status) writes.
+/// Statuses that differ from the stored ones, as (key, status) writes: every status computed
+/// afresh (the loop uses a [`StatusWriter`], which skips what cannot have changed).
 pub fn status_writes(
     d: &Desired,
     proxies: &ProxyReport,
     now: Timestamp,
 ) -> Vec<(ObjectKey, Value)> {
-    let s = &d.snapshot;
-    let mut out = Vec::new();
-    let mut push = |resource: usize, ns: Option<&str>, name: &str, new: Value, old: Value| {
-        if new != old {
-            let (group, kind) = KINDS[resource];
-            let rt = ResourceType::new(group, kind);
-            let key = match ns {
-                Some(ns) => ObjectKey::namespaced(rt, ns, name),
-                None => ObjectKey::cluster_scoped(rt, name),
-            };
-            out.push((key, new));
-        }
-    };
-    for c in &s.clusters {
-        let name = c.metadata.name.as_deref().unwrap_or_default();
-        let st = status::cluster_status(c, proxies.get(name), now);
-        push(0, None, name, json(&st), json(&c.status));
-    }
-    for ap in &s.access_points {
-        let key = object_key(&ap.metadata);
-        let Some(verdict) = d.verdicts.get(&key) else {
-            continue;
-        };
-        let st = status::access_point_status(ap, verdict, d.vips.get(&key), s, proxies, now);
-        push(1, Some(&key.0), &key.1, json(&st), json(&ap.status));
-    }
-    for n in &s.name_services {
-        let key = object_key(&n.metadata);
-        let (clusters, issues) = translate::name_service_clusters(n, s, &d.verdicts);
-        let mut st = status::name_service_status(n, &clusters, &issues, s, now);
-        st.proxy_rejections = status::proxy_rejections(
-            &status::ObjectId {
-                kind: "NameService",
-                namespace: key.0.clone(),
-                name: key.1.clone(),
-            },
-            proxies,
-            n.status.as_ref().and_then(|o| o.proxy_rejections.as_ref()),
-        );
-        push(2, Some(&key.0), &key.1, json(&st), json(&n.status));
-    }
-    for x in &s.external_services {
-        let key = object_key(&x.metadata);
-        let unresolved = status::external_unresolved(x, s);
-        let egress: Vec<String> = s
-            .clusters
-            .iter()
-            .filter(|c| !c.spec.gateways.is_empty())
-            .filter_map(|c| c.metadata.name.clone())
-            .collect();
-        let mut st = status::external_service_status(x, egress, &unresolved, now);
-        st.proxy_rejections = status::proxy_rejections(
-            &status::ObjectId {
-                kind: "ExternalService",
-                namespace: key.0.clone(),
-                name: key.1.clone(),
-            },
-            proxies,
-            x.status.as_ref().and_then(|o| o.proxy_rejections.as_ref()),
-        );
-        push(3, Some(&key.0), &key.1, json(&st), json(&x.status));
-    }
-    out
+    StatusWriter::default().writes(&d.snapshot, &d.verdicts, &d.vips, proxies, now)
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
 /// Completes when the value changes; never, once the sender is gone.
@@ -361,10 +307,6 @@ async fn changed<T>(rx: &mut watch::Receiver<T>) {
     if rx.changed().await.is_err() {
         std::future::pending::<()>().await;
     }
-}
-
-fn json<T: serde::Serialize>(v: &T) -> Value {
-    serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
 impl Reconciler {
@@ -381,6 +323,7 @@ impl Reconciler {
         let mut status_dirty = false;
         let mut ipam: Option<(Arc<dyn Store>, Ipam)> = None;
         let mut translator = Translator::new();
+        let mut statuses = StatusWriter::default();
         loop {
             // Gather a burst of changes.
             // Work pending and nothing missing: go do it. Otherwise wait for news (before the
@@ -444,10 +387,16 @@ impl Reconciler {
             status_dirty = false;
             if let Some(w) = &writer {
                 // The verdicts of the latest translation, the statuses now in the indexes.
-                let mut current = (**self.desired.borrow()).clone();
-                current.snapshot = snapshot;
+                let current = self.desired.borrow().clone();
                 let proxies = self.proxies.borrow().clone();
-                for (key, status) in status_writes(&current, &proxies, Timestamp::now()) {
+                let writes = statuses.writes(
+                    &snapshot,
+                    &current.verdicts,
+                    &current.vips,
+                    &proxies,
+                    Timestamp::now(),
+                );
+                for (key, status) in writes {
                     match w.put_status(&key, status, Expect::Any).await {
                         Ok(_) | Err(StoreError::NotFound { .. }) => {}
                         Err(e) => tracing::warn!(

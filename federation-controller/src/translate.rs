@@ -58,7 +58,7 @@ impl Snapshot {
 
 /// The translator's judgement of one AccessPoint, which the status writer turns into
 /// conditions.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct AccessPointVerdict {
     /// Where it is placed.
     pub placed: Placed,

@@ -200,6 +200,11 @@ where
     if bump && let Some(g) = j["metadata"]["generation"].as_i64() {
         j["metadata"]["generation"] = (g + 1).into();
     }
+    // Every change to a stored object gives it a new resourceVersion.
+    if let Some(rv) = j["metadata"]["resourceVersion"].as_str() {
+        let next = rv.parse::<u64>().unwrap() + 1;
+        j["metadata"]["resourceVersion"] = next.to_string().into();
+    }
     *v = std::sync::Arc::new(serde_json::from_value(j).unwrap());
 }
 
@@ -300,12 +305,8 @@ fn mutate(s: &mut Snapshot, rng: &mut Rng, stored: bool, step: usize) {
     }
 }
 
-/// The incremental translator's output equals a full translation after every one of many
-/// random changes, for objects as the store keeps them (with generations) and as tests build
-/// them (without).
-#[test]
-fn incremental_equals_full() {
-    use causeway_controller::translate::incremental::Translator;
+/// The inputs the random-change tests start from: the journeys case.
+fn random_change_inputs() -> Vec<PathBuf> {
     let case = golden_dir().join("journeys");
     let mut files = yaml_files(&case);
     files.extend(
@@ -315,39 +316,185 @@ fn incremental_equals_full() {
             .filter(|l| !l.trim().is_empty())
             .map(|l| repo().join(l.trim())),
     );
+    files
+}
+
+/// Gives every object a uid, generation 1 and resourceVersion 1, as a store does.
+fn stamp_as_stored(s: &mut Snapshot) {
+    fn stamp<T: Clone>(
+        objects: &mut [std::sync::Arc<T>],
+        first: usize,
+        meta: impl Fn(&mut T) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    ) {
+        for (i, o) in objects.iter_mut().enumerate() {
+            let m = meta(std::sync::Arc::make_mut(o));
+            m.uid = Some(format!("u{}", first + i));
+            m.generation = Some(1);
+            m.resource_version = Some("1".to_owned());
+        }
+    }
+    stamp(&mut s.clusters, 0, |o| &mut o.metadata);
+    stamp(&mut s.access_points, 100, |o| &mut o.metadata);
+    stamp(&mut s.name_services, 200, |o| &mut o.metadata);
+    stamp(&mut s.workload_entries, 300, |o| &mut o.metadata);
+    stamp(&mut s.external_services, 400, |o| &mut o.metadata);
+    stamp(&mut s.secrets, 500, |o| &mut o.metadata);
+}
+
+/// Stores status writes into the snapshot the way the store does (new resourceVersion).
+fn apply_status_writes(
+    s: &mut Snapshot,
+    writes: &[(causeway_controller::store::ObjectKey, serde_json::Value)],
+) {
+    fn apply<T>(
+        objects: &mut [std::sync::Arc<T>],
+        name: &str,
+        namespace: Option<&str>,
+        status: &serde_json::Value,
+        meta: impl Fn(&T) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    ) where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        for o in objects.iter_mut() {
+            let m = meta(o);
+            if m.name.as_deref() == Some(name)
+                && namespace.is_none_or(|ns| m.namespace.as_deref().unwrap_or("default") == ns)
+            {
+                edit(o, false, |j| j["status"] = status.clone());
+            }
+        }
+    }
+    for (key, status) in writes {
+        let (name, ns) = (key.name.as_str(), key.namespace.as_deref());
+        match key.resource.kind.as_str() {
+            "Cluster" => apply(&mut s.clusters, name, ns, status, |o| &o.metadata),
+            "AccessPoint" => apply(&mut s.access_points, name, ns, status, |o| &o.metadata),
+            "NameService" => apply(&mut s.name_services, name, ns, status, |o| &o.metadata),
+            "ExternalService" => apply(&mut s.external_services, name, ns, status, |o| &o.metadata),
+            other => panic!("status write for {other}"),
+        }
+    }
+}
+
+/// The status writer, which skips objects whose status inputs did not change, writes exactly
+/// what computing every status afresh writes, over many random changes of objects and proxy
+/// reports, with its writes stored back as the controller does.
+#[test]
+fn status_writer_equals_full() {
+    use causeway_controller::reconcile::{self, StatusWriter};
+    use causeway_controller::status::{ObjectId, ObjectRejections, ProxyReport};
+    use causeway_controller::translate::incremental::Translator;
+    use k8s_openapi::jiff::Timestamp;
+
+    let mut s = snapshot(&random_change_inputs());
+    // More AccessPoints and NameServices than the journeys have, most without a certificate
+    // (those are never skipped), each named by a NameService.
+    for k in 0..12 {
+        let mut ap = s.access_points[k % s.access_points.len()].clone();
+        edit(&mut ap, false, |j| {
+            j["metadata"]["name"] = format!("extra{k}").into();
+            j["spec"]["hosts"] = serde_json::json!([format!("extra{k}.example.com")]);
+        });
+        let ns = ap.metadata.namespace.clone().unwrap_or_default();
+        s.access_points.push(ap);
+        let mut n = s.name_services[0].clone();
+        edit(&mut n, false, |j| {
+            j["metadata"]["name"] = format!("extra{k}").into();
+            j["metadata"]["namespace"] = ns.into();
+            j["spec"]["fqdn"] = format!("extra{k}.global").into();
+            j["spec"]["targets"] = serde_json::json!([{ "accessPoint": format!("extra{k}") }]);
+        });
+        s.name_services.push(n);
+    }
+    stamp_as_stored(&mut s);
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut t = Translator::new();
+    let mut writer = StatusWriter::default();
+    let mut proxies = ProxyReport::new();
+    let mut skippable = 0usize;
+    // Twenty days before the test certificates expire, two days a step: their status turns
+    // `Expiring` at step 4 and `Expired` at step 10, with nothing else changing.
+    let start = "2126-10-09T08:40:16Z".parse::<Timestamp>().unwrap();
+    for step in 0..300 {
+        if step > 0 {
+            match rng.below(5) {
+                // A proxy starts or stops rejecting an AccessPoint, nothing else changes.
+                1 => {
+                    let c = ["c1", "c2", "c3"][rng.below(3)].to_owned();
+                    let ap = &s.access_points[rng.below(s.access_points.len())];
+                    let id = ObjectId {
+                        kind: "AccessPoint",
+                        namespace: ap.metadata.namespace.clone().unwrap_or_default(),
+                        name: ap.metadata.name.clone().unwrap_or_default(),
+                    };
+                    let p = proxies.entry(c.clone()).or_default();
+                    if p.rejections.remove(&id).is_none() {
+                        p.rejections.insert(
+                            id,
+                            ObjectRejections {
+                                rejected_by: vec![format!("gw-{c} (RDS): bad")],
+                                events: Vec::new(),
+                            },
+                        );
+                    }
+                }
+                // The proxies of one cluster report something new.
+                0 => {
+                    let c = ["c1", "c2", "c3"][rng.below(3)].to_owned();
+                    let p = proxies.entry(c.clone()).or_default();
+                    p.gateways = rng.below(3) as u32;
+                    p.gateways_acked = rng.below(p.gateways as usize + 1) as u32;
+                    p.rejections.clear();
+                    if rng.below(3) == 0
+                        && let Some(ap) = s.access_points.first()
+                    {
+                        let id = ObjectId {
+                            kind: "AccessPoint",
+                            namespace: ap.metadata.namespace.clone().unwrap_or_default(),
+                            name: ap.metadata.name.clone().unwrap_or_default(),
+                        };
+                        p.rejections.insert(
+                            id,
+                            ObjectRejections {
+                                rejected_by: vec![format!("gw-{c} (CDS): bad")],
+                                events: Vec::new(),
+                            },
+                        );
+                    }
+                }
+                _ => mutate(&mut s, &mut rng, true, step),
+            }
+        }
+        let desired = reconcile::translate_with(
+            &mut t,
+            step as u64,
+            std::sync::Arc::new(s.clone()),
+            Default::default(),
+        );
+        let now = Timestamp::from_second(start.as_second() + 2 * 86_400 * step as i64).unwrap();
+        let want = reconcile::status_writes(&desired, &proxies, now);
+        let got = writer.writes(&s, &desired.verdicts, &desired.vips, &proxies, now);
+        assert_eq!(got, want, "status writes differ at step {step}");
+        skippable += writer.skippable();
+        apply_status_writes(&mut s, &want);
+    }
+    // The writer skipped something at all (otherwise this test proves nothing about it).
+    assert!(
+        skippable > 300,
+        "only {skippable} statuses could be skipped"
+    );
+}
+
+/// The incremental translator's output equals a full translation after every one of many
+/// random changes, for objects as the store keeps them (with generations) and as tests build
+/// them (without).
+#[test]
+fn incremental_equals_full() {
+    use causeway_controller::translate::incremental::Translator;
     for stored in [true, false] {
-        let mut s = snapshot(&files);
+        let mut s = snapshot(&random_change_inputs());
         if stored {
-            let stamp = |m: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-                         i: usize| {
-                m.uid = Some(format!("u{i}"));
-                m.generation = Some(1);
-            };
-            s.clusters
-                .iter_mut()
-                .enumerate()
-                .for_each(|(i, o)| stamp(&mut std::sync::Arc::make_mut(o).metadata, i));
-            let n = s.clusters.len();
-            s.access_points
-                .iter_mut()
-                .enumerate()
-                .for_each(|(i, o)| stamp(&mut std::sync::Arc::make_mut(o).metadata, n + i));
-            s.name_services
-                .iter_mut()
-                .enumerate()
-                .for_each(|(i, o)| stamp(&mut std::sync::Arc::make_mut(o).metadata, 100 + i));
-            s.workload_entries
-                .iter_mut()
-                .enumerate()
-                .for_each(|(i, o)| stamp(&mut std::sync::Arc::make_mut(o).metadata, 200 + i));
-            s.external_services
-                .iter_mut()
-                .enumerate()
-                .for_each(|(i, o)| stamp(&mut std::sync::Arc::make_mut(o).metadata, 300 + i));
-            s.secrets
-                .iter_mut()
-                .enumerate()
-                .for_each(|(i, o)| stamp(&mut std::sync::Arc::make_mut(o).metadata, 400 + i));
+            stamp_as_stored(&mut s);
         }
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut t = Translator::new();

@@ -1,7 +1,7 @@
 //! A synthetic federation for the controller's benchmarks (`translate_bench`,
 //! `sidecar_scope`): clusters in 4 regions, AccessPoints placed on 3 clusters each with two
 //! routes and a locality policy, a NameService per AccessPoint, 3 WorkloadEntries per service.
-//! Every object carries a generation, as stored objects do.
+//! Every object carries a uid, a generation and a resourceVersion, as stored objects do.
 #![allow(clippy::unwrap_used, dead_code)]
 
 use causeway_crds::istio::WorkloadEntry;
@@ -15,6 +15,7 @@ pub fn cluster(i: usize) -> Cluster {
     serde_json::from_value(json!({
         "apiVersion": "causeway.io/v1alpha1", "kind": "Cluster",
         "metadata": {"name": format!("c{i}"), "labels": {"region": region, "tier": if i.is_multiple_of(2) { "edge" } else { "core" }},
+                     "uid": format!("cluster-{i}"), "resourceVersion": "1",
                      "generation": 1, "creationTimestamp": "2026-01-01T00:00:00Z"},
         "spec": {"locality": {"region": region, "zone": zone}, "network": format!("net-{region}"),
                  "environment": "prod", "role": "Gateway",
@@ -34,6 +35,7 @@ pub fn access_point(i: usize, clusters: usize, namespaces: usize, variant: u32) 
     serde_json::from_value(json!({
         "apiVersion": "causeway.io/v1alpha1", "kind": "AccessPoint",
         "metadata": {"name": format!("svc{i}"), "namespace": format!("team{}", i % namespaces),
+                     "uid": format!("ap-{i}"), "resourceVersion": variant.to_string(),
                      "generation": variant, "creationTimestamp": "2026-01-01T00:00:00Z"},
         "spec": {
             "hosts": [format!("svc{i}.example.com")],
@@ -67,7 +69,8 @@ pub fn name_service(i: usize, namespaces: usize, private: bool) -> NameService {
     };
     serde_json::from_value(json!({
         "apiVersion": "causeway.io/v1alpha1", "kind": "NameService",
-        "metadata": {"name": format!("svc{i}-global"), "namespace": format!("team{}", i % namespaces), "generation": 1},
+        "metadata": {"name": format!("svc{i}-global"), "namespace": format!("team{}", i % namespaces),
+                     "uid": format!("ns-{i}"), "resourceVersion": "1", "generation": 1},
         "spec": {"fqdn": format!("svc{i}.global"), "ports": [{"number": 80, "protocol": "HTTP"}],
                  "targets": [{"accessPoint": format!("svc{i}")}],
                  "exportTo": export}
@@ -81,7 +84,8 @@ pub fn workload(i: usize, clusters: usize, namespaces: usize) -> Vec<WorkloadEnt
         .map(|k| {
             serde_json::from_value(json!({
                 "apiVersion": "networking.istio.io/v1", "kind": "WorkloadEntry",
-                "metadata": {"name": format!("svc{i}-{k}"), "namespace": format!("team{}", i % namespaces), "generation": 1},
+                "metadata": {"name": format!("svc{i}-{k}"), "namespace": format!("team{}", i % namespaces),
+                             "uid": format!("we-{i}-{k}"), "resourceVersion": "1", "generation": 1},
                 "spec": {"address": format!("10.200.{}.{}", i / 250 % 250, i % 250),
                          "labels": {"app": format!("svc{i}"), "version": if k == 0 { "v2" } else { "v1" },
                                     "topology.istio.io/cluster": format!("c{}", (i * 7 + k * 13) % clusters)}}
