@@ -114,27 +114,26 @@ impl StatusWriter {
         let rejected: std::collections::HashSet<&ObjectId> =
             proxies.values().flat_map(|p| p.rejections.keys()).collect();
         let mut buf = String::new();
-        // The fingerprint of an object's inputs, when it may be skipped at all.
-        let fingerprint =
-            |meta: &ObjectMeta, kind: &'static str, more: &dyn Fn(&mut dyn Hasher)| {
-                let shared = shared?;
-                let version = version(meta)?;
-                if !rejected.is_empty() {
-                    let (namespace, name) = key_ref(meta);
-                    let id = ObjectId {
-                        kind,
-                        namespace: namespace.to_owned(),
-                        name: name.to_owned(),
-                    };
-                    if rejected.contains(&id) {
-                        return None;
-                    }
+        // A hasher primed with an object's shared inputs, when it may be skipped at all; the
+        // caller adds what is its own.
+        let fingerprint = |meta: &ObjectMeta, kind: &'static str| {
+            let shared = shared?;
+            let version = version(meta)?;
+            if !rejected.is_empty() {
+                let (namespace, name) = key_ref(meta);
+                let id = ObjectId {
+                    kind,
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                };
+                if rejected.contains(&id) {
+                    return None;
                 }
-                let mut h = hasher();
-                (shared, version).hash(&mut h);
-                more(&mut h);
-                Some(h.finish())
-            };
+            }
+            let mut h = hasher();
+            (shared, version).hash(&mut h);
+            Some(h)
+        };
 
         for c in &s.clusters {
             let name = c.metadata.name.as_deref().unwrap_or_default();
@@ -156,12 +155,12 @@ impl StatusWriter {
                 continue;
             };
             let vip = vip_of.get(&(ns, name)).copied();
-            let fp = fingerprint(&ap.metadata, "AccessPoint", &|h| {
-                let mut h = HashInto(h);
+            let fp = fingerprint(&ap.metadata, "AccessPoint").map(|mut h| {
                 (verdict, vip).hash(&mut h);
                 for c in &verdict.placed.clusters {
                     counts.get(c.as_str()).hash(&mut h);
                 }
+                h.finish()
             });
             let qk = quiet_key(&mut buf, "AccessPoint", &ap.metadata);
             if fp.is_some() && self.quiet.get(qk) == fp.as_ref() {
@@ -174,14 +173,14 @@ impl StatusWriter {
         }
         for n in &s.name_services {
             let (ns, _) = key_ref(&n.metadata);
-            let fp = fingerprint(&n.metadata, "NameService", &|h| {
-                let mut h = HashInto(h);
+            let fp = fingerprint(&n.metadata, "NameService").map(|mut h| {
                 for t in &n.spec.targets {
                     t.access_point
                         .as_deref()
                         .and_then(|ap| verdict_of.get(&(ns, ap)))
                         .hash(&mut h);
                 }
+                h.finish()
             });
             let qk = quiet_key(&mut buf, "NameService", &n.metadata);
             if fp.is_some() && self.quiet.get(qk) == fp.as_ref() {
@@ -250,17 +249,5 @@ fn remember(quiet: &mut HashMap<String, Fp>, key: &str, fp: Option<Fp>) {
         None => {
             quiet.remove(key);
         }
-    }
-}
-
-/// A `&mut dyn Hasher` usable where `impl Hasher` is wanted.
-struct HashInto<'a>(&'a mut dyn Hasher);
-
-impl Hasher for HashInto<'_> {
-    fn finish(&self) -> u64 {
-        self.0.finish()
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        self.0.write(bytes);
     }
 }
