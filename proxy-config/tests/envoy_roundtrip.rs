@@ -353,9 +353,22 @@ fn scoped_listeners_refuse_a_host_of_two_virtual_hosts_and_wait_for_their_scopes
     }
     res.scoped_routes.push(orphan);
     assert_eq!(from_envoy(&res).unwrap(), canonical(&doc));
-    // A scope that does not cover the virtual host's domains.
+    // Scopes and domains out of step, as a proxy holds them between a change's SRDS and RDS
+    // responses: accepted (refusing them would NACK each half against the other's old
+    // version, forever), the virtual host with the domains of its route configuration.
     let mut res = to_envoy(&doc, &EnvoyOptions::default()).unwrap();
     res.scoped_routes.retain(|s| s.name != "http/shop.global");
-    let err = from_envoy(&res).unwrap_err().to_string();
-    assert!(err.contains("every domain needs its scope"), "{err}");
+    assert_eq!(from_envoy(&res).unwrap(), canonical(&doc));
+    let before = parse(&SCOPED.replace(
+        "domains: [shop.example.com, Shop.Global]",
+        "domains: [shop.example.com]",
+    ));
+    let old = to_envoy(&before, &EnvoyOptions::default()).unwrap();
+    let new = to_envoy(&doc, &EnvoyOptions::default()).unwrap();
+    let mut new_scopes_old_routes = old.clone();
+    new_scopes_old_routes.scoped_routes = new.scoped_routes.clone();
+    assert_eq!(from_envoy(&new_scopes_old_routes).unwrap(), canonical(&before));
+    let mut old_scopes_new_routes = new.clone();
+    old_scopes_new_routes.scoped_routes = old.scoped_routes.clone();
+    assert_eq!(from_envoy(&old_scopes_new_routes).unwrap(), canonical(&doc));
 }

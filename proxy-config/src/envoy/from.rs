@@ -2,7 +2,7 @@
 //! document cannot represent are errors naming the resource and field, never dropped silently:
 //! the gateway NACKs with them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
 use envoy_types::pb::envoy::config::cluster::v3 as cds;
@@ -183,8 +183,8 @@ fn add_vhost(
 }
 
 /// The virtual hosts of a scoped listener: one per route configuration its scopes name, each
-/// holding exactly that virtual host, whose domains are exactly the scopes' hosts. Sorted by
-/// name (scopes have no order; with exact hosts only, the order does not matter).
+/// holding exactly that virtual host (whose domains the translator makes the scopes' hosts).
+/// Sorted by name (scopes have no order; with exact hosts only, the order does not matter).
 fn scoped_vhosts(
     at: At<'_>,
     tag: &str,
@@ -204,7 +204,7 @@ fn scoped_vhosts(
             format!("no ScopedRouteConfiguration for listener {tag:?} was received"),
         ));
     }
-    let mut hosts_of: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut route_configs: BTreeSet<&str> = BTreeSet::new();
     for s in scopes {
         let sat = At {
             kind: "ScopedRouteConfiguration",
@@ -222,19 +222,16 @@ fn scoped_vhosts(
             .flat_map(|k| &k.fragments)
             .map(|f| f.r#type.as_ref())
             .collect();
-        let [_, Some(Type::StringKey(host))] = keys.as_slice() else {
+        let [_, Some(Type::StringKey(_))] = keys.as_slice() else {
             return Err(sat.err(
                 "key.fragments",
                 "the key is two string fragments: the listener and the host",
             ));
         };
-        hosts_of
-            .entry(s.route_configuration_name.as_str())
-            .or_default()
-            .push(host.clone());
+        route_configs.insert(s.route_configuration_name.as_str());
     }
     let mut listed = Vec::new();
-    for (rc_name, mut hosts) in hosts_of {
+    for rc_name in route_configs {
         let rc = tables.routes.get(rc_name).ok_or_else(|| {
             at.err(
                 "scoped_routes",
@@ -260,21 +257,14 @@ fn scoped_vhosts(
                 ),
             ));
         }
+        // The scopes' hosts and the virtual host's domains are not required to match: they
+        // come by two resource types (SRDS, RDS) that a change updates one after the other, so
+        // a proxy holds one type's new version with the other's old one for a moment (a new
+        // host's scope before its domain, or the reverse). Refusing that pair deadlocks: each
+        // NACK keeps the old half the next update is checked against. Envoy accepts it too; a
+        // host in the domains but without its scope yet is served here a moment early, one
+        // with a scope but not yet among the domains gets a 404 until its domain arrives.
         let vh = virtual_host(v, rc_name, 0)?;
-        let mut domains: Vec<String> = vh.domains.iter().map(|d| d.to_ascii_lowercase()).collect();
-        domains.sort();
-        domains.dedup();
-        hosts.sort();
-        if hosts != domains {
-            return Err(TranslateError::resource(
-                "RouteConfiguration",
-                rc_name,
-                "virtual_hosts[0].domains",
-                format!(
-                    "listener {tag:?} routes hosts {hosts:?} to it: every domain needs its scope and no more"
-                ),
-            ));
-        }
         listed.push(vh.name.clone());
         add_vhost(vhosts, vh, rc_name, "virtual_hosts[0]")?;
     }
