@@ -8,75 +8,23 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::{Guard, free_port};
+use support::{Controller, Guard, free_port, repo};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+/// What these tests add to the shared controller handle.
+trait ControllerExt {
+    fn token(&self) -> String;
+    fn http(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String);
 }
 
-/// A running controller, killed on drop.
-struct Controller {
-    child: Child,
-    url: String,
-    data_dir: PathBuf,
-}
-
-impl Controller {
-    fn start(data_dir: &Path) -> Controller {
-        Controller::start_with(data_dir, &[])
-    }
-
-    fn start_with(data_dir: &Path, extra: &[&str]) -> Controller {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_causeway"))
-            .args(["controller", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            // A free xDS port unless the test picks one: tests run in parallel.
-            .args(if extra.contains(&"--xds-listen") {
-                &[][..]
-            } else {
-                &["--xds-listen", "127.0.0.1:0"][..]
-            })
-            .args(extra)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("http://") {
-                    let url: String = line[i..].split_whitespace().next().unwrap().to_owned();
-                    let _ = tx.send(url);
-                }
-            }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("controller did not report its address");
-        Controller {
-            child,
-            url,
-            data_dir: data_dir.to_owned(),
-        }
-    }
-
-    fn causeway(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_causeway"))
-            .args(args)
-            .env("CAUSEWAY_SERVER", &self.url)
-            .env("CAUSEWAY_DATA_DIR", &self.data_dir)
-            .env_remove("CAUSEWAY_TOKEN")
-            .current_dir(repo())
-            .output()
-            .unwrap()
-    }
-
+impl ControllerExt for Controller {
     fn token(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("token"))
             .unwrap()
@@ -116,13 +64,6 @@ impl Controller {
     }
 }
 
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -134,7 +75,7 @@ fn stderr(o: &Output) -> String {
 #[test]
 fn apply_get_delete_and_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let c = Controller::start(dir.path());
+    let c = Controller::start(dir.path(), 0);
 
     let out = c.causeway(&["apply", "-f", "deploy/examples/"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
@@ -213,7 +154,7 @@ fn apply_get_delete_and_restart() {
 
     // A restart with the same data directory loses nothing.
     drop(c);
-    let c = Controller::start(dir.path());
+    let c = Controller::start(dir.path(), 0);
     let out = c.causeway(&["get", "ap", "-A", "-o", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let names: Vec<&str> = v["items"]
@@ -228,7 +169,7 @@ fn apply_get_delete_and_restart() {
 #[test]
 fn api_refuses_bad_tokens_invalid_objects_and_stale_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let c = Controller::start(dir.path());
+    let c = Controller::start(dir.path(), 0);
     let token = c.token();
     assert_eq!(token.len(), 64);
     #[cfg(unix)]
@@ -321,7 +262,7 @@ fn api_refuses_bad_tokens_invalid_objects_and_stale_writes() {
 #[test]
 fn watch_streams_changes() {
     let dir = tempfile::tempdir().unwrap();
-    let c = Controller::start(dir.path());
+    let c = Controller::start(dir.path(), 0);
     let token = c.token();
     let addr = c.url.trim_start_matches("http://").to_owned();
     let mut s = TcpStream::connect(&addr).unwrap();
@@ -360,7 +301,7 @@ fn watch_streams_changes() {
 #[test]
 fn status_and_rendered_show_what_the_controller_made_of_it() {
     let dir = tempfile::tempdir().unwrap();
-    let c = Controller::start(dir.path());
+    let c = Controller::start(dir.path(), 0);
     let out = c.causeway(&[
         "apply",
         "-f",
@@ -487,8 +428,8 @@ async fn leader_failover_on_etcd() {
 
     // Kill the leader (no resignation: its lease must expire), then register a new cluster
     // through the survivor. Its status appears once the survivor leads.
-    dead.child.kill().unwrap();
-    dead.child.wait().unwrap();
+    dead.child.0.kill().unwrap();
+    dead.child.0.wait().unwrap();
     let killed = Instant::now();
     let c4 = "apiVersion: causeway.io/v1alpha1\nkind: Cluster\nmetadata: {name: c4}\nspec:\n  locality: {region: eu-west}\n  network: n\n  environment: prod\n  role: Workload\n";
     let file = dir.path().join("c4.yaml");

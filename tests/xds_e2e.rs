@@ -9,93 +9,10 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{Guard, free_port};
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_causeway")
-}
-
-/// A running controller with a known xDS port, killed on drop.
-struct Controller {
-    _child: Guard,
-    url: String,
-    data_dir: PathBuf,
-    xds: u16,
-}
-
-impl Controller {
-    fn start(data_dir: &Path, xds: u16) -> Controller {
-        let mut child = Command::new(bin())
-            .args(["controller", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(["--xds-listen", &format!("127.0.0.1:{xds}")])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("http://") {
-                    let url: String = line[i..].split_whitespace().next().unwrap().to_owned();
-                    let _ = tx.send(url);
-                }
-            }
-        });
-        let child = Guard(child);
-        let url = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("controller did not report its address");
-        Controller {
-            _child: child,
-            url,
-            data_dir: data_dir.to_owned(),
-            xds,
-        }
-    }
-
-    fn causeway(&self, args: &[&str]) -> Output {
-        Command::new(bin())
-            .args(args)
-            .env("CAUSEWAY_SERVER", &self.url)
-            .env("CAUSEWAY_DATA_DIR", &self.data_dir)
-            .env_remove("CAUSEWAY_TOKEN")
-            .output()
-            .unwrap()
-    }
-
-    fn apply(&self, dir: &Path, name: &str, yaml: &str) {
-        let file = dir.join(name);
-        std::fs::write(&file, yaml).unwrap();
-        let out = self.causeway(&["apply", "-f", file.to_str().unwrap()]);
-        assert!(
-            out.status.success(),
-            "{}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-    }
-
-    fn get_json(&self, args: &[&str]) -> serde_json::Value {
-        let mut a = vec!["get"];
-        a.extend_from_slice(args);
-        a.extend_from_slice(&["-o", "json"]);
-        let out = self.causeway(&a);
-        serde_json::from_slice(&out.stdout).unwrap_or_default()
-    }
-
-    fn proxies(&self) -> serde_json::Value {
-        let out = self.causeway(&["status", "--proxies", "-o", "json"]);
-        serde_json::from_slice(&out.stdout).unwrap_or_default()
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use support::{Controller, Guard, bin, free_port, text};
 
 /// `causeway demo-app` answering `[VERSION] ...`.
 fn demo_app(port: u16, version: &str) -> Guard {
