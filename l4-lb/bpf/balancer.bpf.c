@@ -22,6 +22,8 @@
  */
 #include "common.h"
 
+/* Default sizes; userspace sets every VIP map's size at load time with headroom
+ * (l4-lb/src/xdp/plan.rs, Capacity) and applies VIP changes in place. */
 #define MAX_VIPS 1024
 #define MAX_STATS 65536
 
@@ -46,8 +48,8 @@ struct vip_key {
 };
 
 struct vip_meta {
-	__u32 index;   /* position in the configuration: counters */
-	__u32 offset;  /* first slot of the active Maglev table in `maglev` */
+	__u32 index;   /* the VIP's id, stable while it exists: counters, `healthy` */
+	__u32 offset;  /* first slot of the VIP's Maglev table (its region) in `maglev` */
 	__u32 size;    /* table size (prime); 0: no backend */
 	__u32 flags;   /* VIP_FRAGMENTS_ONLY: a port-0 entry of a VIP with ports */
 };
@@ -72,7 +74,7 @@ struct flow_state {
 };
 
 struct backend_key {
-	__u32 vip;      /* vip_meta.index */
+	__u32 vip;      /* vip_meta.index (the VIP's id) */
 	__u32 backend;  /* network order */
 };
 
@@ -97,8 +99,11 @@ struct {
 	__type(value, struct vip_meta);
 } vips SEC(".maps");
 
-/* Every VIP's two Maglev tables (active and the one being written) back to back; entries are
- * backend addresses (network order), 0 for none. Sized by userspace at load time. */
+/* Every VIP's Maglev table in a region of its own (vip_meta.offset); entries are backend
+ * addresses (network order), 0 for none. A changed table is written into a fresh region and
+ * the VIP's `vips` entries flipped to it, so a packet never reads a half-written table; freed
+ * regions are reused only after a grace period. Sized by userspace at load time, with room to
+ * spare for VIPs added in place. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 2 * 65537);

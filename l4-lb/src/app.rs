@@ -278,15 +278,21 @@ impl Balancer {
         let xdp_thread = match &opts.xdp {
             Some(x) => {
                 let mut prog = XdpBalancer::load(&config, x)?;
+                metrics.xdp_program_loads.inc();
                 // The thread starts from exactly what was written here: the control loop may
                 // swap in new tables before it runs, and those must still be written.
                 let synced = tables.load_full();
-                prog.sync(&synced)?;
-                tracing::info!(interface = %x.interface, mode = %x.mode, "XDP data path attached");
+                prog.sync(&config, &synced)?;
+                metrics.set_xdp_maps(prog.capacity().as_array(), prog.used());
+                tracing::info!(
+                    interface = %x.interface,
+                    mode = %x.mode,
+                    capacity = %prog.capacity(),
+                    "XDP data path attached"
+                );
                 let state = XdpState {
+                    capacity: prog.capacity(),
                     prog: Some(prog),
-                    layout: xdp_layout(&config),
-                    generation: 0,
                     opts: x.clone(),
                     retry_at: std::time::Instant::now(),
                 };
@@ -472,69 +478,84 @@ impl Balancer {
     }
 }
 
-/// What decides the XDP program's map layout: the `vips` keys with their VIP index, the table
-/// sizes and the VIP names (metric labels). Equal layouts can be synced in place.
-type XdpLayout = (Vec<([u8; 8], usize, bool)>, Vec<u32>, Vec<String>);
-
-fn xdp_layout(config: &Config) -> XdpLayout {
-    (
-        xdp::vip_keys(config),
-        config.vips.iter().map(|v| v.table_size).collect(),
-        config.vips.iter().map(|v| v.name.clone()).collect(),
-    )
-}
-
-/// The XDP thread's program and what it was loaded for.
+/// The XDP thread's program and the map sizes it is (re)loaded with.
 struct XdpState {
     /// `None` while a reload failed (packets then reach the userspace path).
     prog: Option<XdpBalancer>,
-    layout: XdpLayout,
-    generation: u64,
+    /// The map sizes of the last load; grown when a change does not fit.
+    capacity: xdp::Capacity,
     opts: XdpOptions,
     /// After a failed reload, the next attempt waits until then.
     retry_at: std::time::Instant,
 }
 
 impl XdpState {
-    /// Makes the program fit configuration `applied` (same generation as the tables about to
-    /// be synced): same layout, nothing to do; otherwise the program is reloaded with maps
-    /// sized for it — while it is detached, VIP packets reach the kernel and so the userspace
-    /// path behind it, and its conntrack starts empty (flows keep Maglev's choice).
-    fn fit(&mut self, applied: &Applied) {
-        if applied.generation == self.generation && self.prog.is_some() {
-            return;
-        }
-        let layout = xdp_layout(&applied.config);
-        if layout != self.layout || self.prog.is_none() {
-            if std::time::Instant::now() < self.retry_at {
-                return;
+    /// Writes `tables` (built from `config`) into the program's maps in place: VIPs added,
+    /// removed or changed with the program attached and its conntrack kept. The program is
+    /// reloaded only when it is gone (a failed reload, retried every second), when a map's
+    /// capacity is exceeded (maps grown geometrically; logged), or when an update failed and
+    /// left the maps half-written. Returns whether `tables` are in force.
+    fn apply(&mut self, config: &Config, tables: &Tables, metrics: &Metrics) -> bool {
+        // Bounded: a reload with grown maps fits the VIPs it was grown for.
+        for _ in 0..3 {
+            if self.prog.is_none() {
+                if std::time::Instant::now() < self.retry_at {
+                    return false;
+                }
+                match XdpBalancer::load_with(config, &self.opts, self.capacity) {
+                    Ok(p) => {
+                        metrics.xdp_program_loads.inc();
+                        tracing::info!(
+                            vips = config.vips.len(),
+                            capacity = %p.capacity(),
+                            "XDP program reloaded"
+                        );
+                        self.capacity = p.capacity();
+                        self.prog = Some(p);
+                    }
+                    Err(e) => {
+                        self.retry_at = std::time::Instant::now() + Duration::from_secs(1);
+                        tracing::error!(error = %e, "reloading the XDP program (retrying every second); the userspace path forwards meanwhile");
+                        return false;
+                    }
+                }
+            }
+            let Some(prog) = &mut self.prog else {
+                return false;
+            };
+            match prog.sync(config, tables) {
+                Ok(()) => {
+                    metrics.set_xdp_maps(prog.capacity().as_array(), prog.used());
+                    return true;
+                }
+                Err(XdpError::Capacity {
+                    needed,
+                    have,
+                    detail,
+                }) => {
+                    self.capacity = have.grown(needed);
+                    tracing::warn!(
+                        %detail,
+                        %have,
+                        grown = %self.capacity,
+                        "XDP maps too small for the VIP set: reloading the program with larger maps (its conntrack starts empty; the userspace path forwards until it is attached)"
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "updating the XDP maps failed: reloading the program");
+                }
             }
             // Detach first: an interface runs one program.
             self.prog = None;
-            match XdpBalancer::load(&applied.config, &self.opts) {
-                Ok(p) => {
-                    tracing::info!(
-                        vips = applied.config.vips.len(),
-                        "XDP program reloaded for the new VIP set"
-                    );
-                    self.prog = Some(p);
-                    self.layout = layout;
-                }
-                Err(e) => {
-                    self.retry_at = std::time::Instant::now() + Duration::from_secs(1);
-                    tracing::error!(error = %e, "reloading the XDP program (retrying every second); the userspace path forwards meanwhile");
-                    return;
-                }
-            }
         }
-        self.generation = applied.generation;
+        false
     }
 }
 
 /// The XDP thread: writes every new table snapshot into the program's maps (within
-/// [`xdp::SYNC_INTERVAL`] of the control loop swapping it in), reloading the program when the
-/// VIP set changes its map layout, and turns the program's counters into metrics every
-/// second. Dropping the program at the end detaches it.
+/// [`xdp::SYNC_INTERVAL`] of the control loop swapping it in), in place ([`XdpState::apply`]),
+/// and turns the program's counters into metrics every second. Dropping the program at the
+/// end detaches it.
 fn xdp_loop(
     mut state: XdpState,
     mut synced: Arc<Tables>,
@@ -548,20 +569,13 @@ fn xdp_loop(
     let mut next_sweep = next_collect + Duration::from_secs(2);
     while !stop.load(Ordering::Relaxed) {
         let cur = tables.load_full();
-        let reloaded = state.prog.is_none();
-        if !Arc::ptr_eq(&cur, &synced) || reloaded {
+        let missing = state.prog.is_none();
+        if !Arc::ptr_eq(&cur, &synced) || missing {
             let a = applied.load_full();
             // The configuration is stored before its tables: a newer one means newer tables
             // are on their way.
-            if a.generation == cur.generation {
-                state.fit(&a);
-                if let Some(prog) = &mut state.prog {
-                    match prog.sync(&cur) {
-                        Ok(()) => synced = cur,
-                        // Retried on the next round; meanwhile the old tables stay in force.
-                        Err(e) => tracing::warn!(error = %e, "updating the XDP maps"),
-                    }
-                }
+            if a.generation == cur.generation && state.apply(&a.config, &cur, metrics) {
+                synced = cur;
             }
         }
         let now = std::time::Instant::now();

@@ -29,6 +29,13 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// Labels of XDP map series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct MapLabels {
+    /// `vip_ids`, `vip_keys`, `maglev_slots` or `backend_pairs`.
+    pub map: String,
+}
+
 /// Labels of BGP series.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct PeerLabels {
@@ -66,6 +73,13 @@ pub struct Metrics {
     pub xdp_slow_path: Family<ReasonLabels, Counter>,
     /// Flows in the XDP program's connection tracking map (not idle).
     pub xdp_conntrack_entries: Gauge,
+    /// Times the balancer's XDP program was loaded and attached: 1 at start, then one per
+    /// reload (a map capacity exceeded, a failed map update); VIP changes are applied in place.
+    pub xdp_program_loads: Counter,
+    /// Size of the XDP maps VIPs use, by `map`.
+    pub xdp_map_capacity: Family<MapLabels, Gauge>,
+    /// Entries of those maps in use, by `map`.
+    pub xdp_map_used: Family<MapLabels, Gauge>,
 }
 
 impl Metrics {
@@ -133,6 +147,41 @@ impl Metrics {
             "Flows in the XDP program's connection tracking map",
             self.xdp_conntrack_entries.clone(),
         );
+        r.register(
+            "xdp_program_loads",
+            "Times the XDP balancer program was loaded (1 at start, then one per reload: a map \
+             capacity exceeded or a failed map update)",
+            self.xdp_program_loads.clone(),
+        );
+        r.register(
+            "xdp_map_capacity",
+            "Size of the XDP maps VIPs use (vip_ids, vip_keys, maglev_slots, backend_pairs)",
+            self.xdp_map_capacity.clone(),
+        );
+        r.register(
+            "xdp_map_used",
+            "Entries in use of the XDP maps VIPs use (vip_ids, vip_keys, maglev_slots, \
+             backend_pairs)",
+            self.xdp_map_used.clone(),
+        );
+    }
+
+    /// Sets the XDP map gauges from a capacity and its use (`[ids, keys, slots, pairs]`).
+    pub fn set_xdp_maps(&self, capacity: [u32; 4], used: [u64; 4]) {
+        for (i, map) in ["vip_ids", "vip_keys", "maglev_slots", "backend_pairs"]
+            .into_iter()
+            .enumerate()
+        {
+            let l = MapLabels {
+                map: map.to_owned(),
+            };
+            self.xdp_map_capacity
+                .get_or_create(&l)
+                .set(i64::from(capacity[i]));
+            self.xdp_map_used
+                .get_or_create(&l)
+                .set(i64::try_from(used[i]).unwrap_or(i64::MAX));
+        }
     }
 
     /// Counts a drop.

@@ -7,7 +7,9 @@
 //! arrays (so this crate needs no `unsafe` `Pod` impls); the encoders are pure functions with
 //! unit tests. Addresses and ports are in network order, indexes and counters in host order.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+pub mod plan;
+
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
@@ -20,6 +22,8 @@ use aya::{Ebpf, EbpfLoader};
 use crate::balancer::Tables;
 use crate::config::Config;
 use crate::metrics::{BackendLabels, Metrics, ReasonLabels, VipLabels};
+pub use plan::Capacity;
+use plan::{Layout, Op, PlanError, Want};
 
 /// The balancer program (empty when clang was missing at build time).
 static BALANCER_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/balancer.o"));
@@ -128,10 +132,23 @@ pub enum XdpError {
         detail: String,
     },
     /// The configuration does not fit the maps.
-    #[error("the VIP file needs {needed} Maglev slots, more than a BPF array can hold")]
+    #[error("the VIPs need {needed} Maglev slots, more than a BPF array can hold")]
     TooLarge {
         /// Slots needed.
         needed: u64,
+    },
+    /// The VIPs need bigger maps than the program was loaded with: reload it with
+    /// [`Capacity::grown`] (the maps are unchanged).
+    #[error(
+        "the XDP maps are too small ({detail}): need {needed:?} (ids, keys, slots, backend pairs), have {have}"
+    )]
+    Capacity {
+        /// What the VIPs need: ids, keys, Maglev slots, backend pairs.
+        needed: [u64; 4],
+        /// What the maps hold.
+        have: Capacity,
+        /// Which limit.
+        detail: String,
     },
 }
 
@@ -219,18 +236,6 @@ pub fn vip_keys(config: &Config) -> Vec<([u8; 8], usize, bool)> {
         }
     }
     out.into_iter().map(|(k, (i, f))| (k, i, f)).collect()
-}
-
-/// First slot of each VIP's pair of tables in the `maglev` array, and the array's size.
-pub fn layout(config: &Config) -> Result<(Vec<u32>, u32), XdpError> {
-    let mut bases = Vec::with_capacity(config.vips.len());
-    let mut next: u64 = 0;
-    for v in &config.vips {
-        bases.push(u32::try_from(next).map_err(|_| XdpError::TooLarge { needed: next })?);
-        next += 2 * u64::from(v.table_size);
-    }
-    let total = u32::try_from(next.max(1)).map_err(|_| XdpError::TooLarge { needed: next })?;
-    Ok((bases, total))
 }
 
 /// The table one VIP should have: backend address per slot (empty: no healthy backend).
@@ -375,6 +380,7 @@ where
 /// The balancer's XDP program, attached, and its maps. Dropping it detaches the program.
 pub struct XdpBalancer {
     _ebpf: Ebpf,
+    settings: Array<MapData, u64>,
     vips: BpfHashMap<MapData, [u8; 8], [u8; 16]>,
     maglev: Array<MapData, [u8; 4]>,
     healthy: BpfHashMap<MapData, [u8; 8], u32>,
@@ -382,32 +388,64 @@ pub struct XdpBalancer {
     stats: PerCpuHashMap<MapData, [u8; 8], [u64; 2]>,
     new_flows: PerCpuArray<MapData, u64>,
     reasons: PerCpuArray<MapData, u64>,
-    names: Vec<String>,
-    sizes: Vec<u32>,
-    keys: Vec<([u8; 8], usize, bool)>,
-    bases: Vec<u32>,
-    /// Per VIP: the half (0/1) active and the slots written there.
-    written: Vec<Option<(u32, Vec<Ipv4Addr>)>>,
-    healthy_now: BTreeSet<[u8; 8]>,
+    /// Where every VIP is in the maps (ids, table regions, `vips` entries).
+    layout: Layout,
+    /// Metric label per VIP id; kept after a VIP leaves (its last counts) until the id is
+    /// claimed again.
+    names: HashMap<u32, String>,
+    /// The conntrack map's size: a change needs a reload.
+    conntrack_capacity: u32,
+    /// Whether the fallback source address is written (needs a backend to pick it).
+    source_set: bool,
     idle_ns: u64,
     last_stats: HashMap<[u8; 8], [u64; 2]>,
-    last_new: Vec<u64>,
+    last_new: HashMap<u32, u64>,
     last_reasons: Vec<u64>,
 }
 
+/// The conntrack map size for `config`.
+fn conntrack_capacity(config: &Config) -> u32 {
+    u32::try_from(config.conntrack.capacity)
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
+
 impl XdpBalancer {
-    /// Loads the program, sizes its maps for `config` (Maglev tables, conntrack capacity),
-    /// writes the settings and attaches it. The VIPs get no table until [`XdpBalancer::sync`]:
-    /// until then their packets are dropped as `no_backend`, as in userspace.
+    /// Loads the program with maps sized for `config` with headroom
+    /// ([`Capacity::for_want`]), writes the settings and attaches it. The VIPs get no table
+    /// until [`XdpBalancer::sync`]: until then their packets pass to the userspace path.
     pub fn load(config: &Config, opts: &XdpOptions) -> Result<XdpBalancer, XdpError> {
+        XdpBalancer::load_with(
+            config,
+            opts,
+            Capacity::for_want(&Want::new(config, &Tables::default())),
+        )
+    }
+
+    /// [`XdpBalancer::load`] with maps of at least `capacity` (a reload after a capacity was
+    /// exceeded passes [`Capacity::grown`]).
+    pub fn load_with(
+        config: &Config,
+        opts: &XdpOptions,
+        capacity: Capacity,
+    ) -> Result<XdpBalancer, XdpError> {
         if !available() {
             return Err(XdpError::NotBuilt);
         }
-        let (bases, total) = layout(config)?;
-        let capacity = u32::try_from(config.conntrack.capacity).unwrap_or(u32::MAX);
+        let want = Want::new(config, &Tables::default());
+        let capacity = capacity.max(&Capacity::for_want(&want));
+        let needed = Capacity::needed(&want);
+        if !capacity.fits(needed) {
+            return Err(XdpError::TooLarge { needed: needed[2] });
+        }
+        let conntrack_capacity = conntrack_capacity(config);
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries("maglev", total)
-            .map_max_entries("conntrack", capacity.max(1))
+            .map_max_entries("maglev", capacity.slots)
+            .map_max_entries("vips", capacity.keys)
+            .map_max_entries("new_flows", capacity.ids)
+            .map_max_entries("healthy", capacity.backends)
+            .map_max_entries("stats", capacity.backends)
+            .map_max_entries("conntrack", conntrack_capacity)
             .load(BALANCER_OBJ)
             .map_err(|e| XdpError::Load {
                 program: "causeway_balancer",
@@ -417,23 +455,8 @@ impl XdpBalancer {
         // `vips` map is empty and every packet passes to the kernel (the userspace path).
         attach(&mut ebpf, "causeway_balancer", opts)?;
         let idle_ns = u64::try_from(config.conntrack.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
-        {
-            let mut settings: Array<MapData, u64> = take(&mut ebpf, "settings")?;
-            settings.set(1, idle_ns, 0).map_err(map_err("settings"))?;
-            // Kernels before 6.7 cannot tell the program its source address: give it the one
-            // the kernel would use towards the first backend.
-            if let Some(src) = config
-                .vips
-                .iter()
-                .flat_map(|v| v.backends.first())
-                .next()
-                .and_then(|b| source_towards(b.address))
-            {
-                settings
-                    .set(0, u64::from(u32::from_ne_bytes(src.octets())), 0)
-                    .map_err(map_err("settings"))?;
-            }
-        }
+        let mut settings: Array<MapData, u64> = take(&mut ebpf, "settings")?;
+        settings.set(1, idle_ns, 0).map_err(map_err("settings"))?;
         let vips = take(&mut ebpf, "vips")?;
         let maglev = take(&mut ebpf, "maglev")?;
         let healthy = take(&mut ebpf, "healthy")?;
@@ -441,9 +464,9 @@ impl XdpBalancer {
         let stats = take(&mut ebpf, "stats")?;
         let new_flows = take(&mut ebpf, "new_flows")?;
         let reasons = take(&mut ebpf, "reasons")?;
-        let n = config.vips.len();
-        Ok(XdpBalancer {
+        let mut prog = XdpBalancer {
             _ebpf: ebpf,
+            settings,
             vips,
             maglev,
             healthy,
@@ -451,65 +474,158 @@ impl XdpBalancer {
             stats,
             new_flows,
             reasons,
-            names: config.vips.iter().map(|v| v.name.clone()).collect(),
-            sizes: config.vips.iter().map(|v| v.table_size).collect(),
-            keys: vip_keys(config),
-            bases,
-            written: vec![None; n],
-            healthy_now: BTreeSet::new(),
+            layout: Layout::new(capacity),
+            names: HashMap::new(),
+            conntrack_capacity,
+            source_set: false,
             idle_ns,
             last_stats: HashMap::new(),
-            last_new: vec![0; n],
+            last_new: HashMap::new(),
             last_reasons: vec![0; REASONS.len()],
-        })
+        };
+        prog.set_source(config)?;
+        Ok(prog)
     }
 
-    /// Makes the maps equal to `tables`. A changed Maglev table is written into the VIP's
-    /// inactive half first and then switched to with one `vips` update, so the program never
-    /// reads a half-written table; newly healthy backends are marked before the switch and
-    /// unhealthy ones unmarked after it (their tracked flows then re-hash).
-    pub fn sync(&mut self, tables: &Tables) -> Result<(), XdpError> {
-        let mut want_healthy = BTreeSet::new();
-        for (i, t) in tables.vips.iter().enumerate() {
-            for b in &t.healthy {
-                want_healthy.insert(backend_key(i as u32, *b));
-            }
+    /// Kernels before 6.7 cannot tell the program its source address: give it the one the
+    /// kernel would use towards the first backend (once there is one).
+    fn set_source(&mut self, config: &Config) -> Result<(), XdpError> {
+        if self.source_set {
+            return Ok(());
         }
-        for k in want_healthy.difference(&self.healthy_now) {
-            self.healthy.insert(k, 1, 0).map_err(map_err("healthy"))?;
+        if let Some(src) = config
+            .vips
+            .iter()
+            .flat_map(|v| v.backends.first())
+            .next()
+            .and_then(|b| source_towards(b.address))
+        {
+            self.settings
+                .set(0, u64::from(u32::from_ne_bytes(src.octets())), 0)
+                .map_err(map_err("settings"))?;
+            self.source_set = true;
         }
-        for i in 0..self.written.len() {
-            let want = slots(tables, i);
-            if let Some((_, cur)) = &self.written[i]
-                && *cur == want
-            {
-                continue;
+        Ok(())
+    }
+
+    /// The sizes of the maps VIPs use.
+    pub fn capacity(&self) -> Capacity {
+        self.layout.capacity()
+    }
+
+    /// What is in use of [`XdpBalancer::capacity`]: `[ids, keys, slots, backend pairs]`.
+    pub fn used(&self) -> [u64; 4] {
+        self.layout.used()
+    }
+
+    /// Makes the maps equal to `tables` (built from `config`), in place and in the order of
+    /// [`Layout::plan`]: VIPs added, removed or changed (ports, table sizes, backends) with the
+    /// program attached and its conntrack kept; a changed table is written into a fresh region
+    /// and its `vips` entries flipped to it, so the program never reads a half-written table.
+    ///
+    /// [`XdpError::Capacity`]: a map is too small (or the conntrack size changed): reload with
+    /// [`Capacity::grown`]. Any other error may leave the maps half-updated: reload too.
+    pub fn sync(&mut self, config: &Config, tables: &Tables) -> Result<(), XdpError> {
+        if conntrack_capacity(config) != self.conntrack_capacity {
+            return Err(XdpError::Capacity {
+                needed: Capacity::needed(&Want::new(config, tables)),
+                have: self.layout.capacity(),
+                detail: "the conntrack capacity changed".into(),
+            });
+        }
+        let idle_ns = u64::try_from(config.conntrack.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
+        if idle_ns != self.idle_ns {
+            self.settings
+                .set(1, idle_ns, 0)
+                .map_err(map_err("settings"))?;
+            self.idle_ns = idle_ns;
+        }
+        self.set_source(config)?;
+        let want = Want::new(config, tables);
+        let (next, ops) = loop {
+            match self.layout.plan(&want, std::time::Instant::now()) {
+                Ok(p) => break p,
+                // Freed space is reusable within GRACE: wait for it rather than reload.
+                Err(PlanError::Wait(d)) => std::thread::sleep(d),
+                Err(PlanError::Exceeded { needed }) => {
+                    return Err(XdpError::Capacity {
+                        needed,
+                        have: self.layout.capacity(),
+                        detail: "more than the maps hold".into(),
+                    });
+                }
             }
-            let half = match &self.written[i] {
-                Some((h, _)) => 1 - h,
-                None => 0,
-            };
-            let size = self.sizes[i];
-            let offset = self.bases[i] + half * size;
-            for (s, a) in want.iter().enumerate() {
-                self.maglev
-                    .set(offset + s as u32, slot_value(Some(*a)), 0)
-                    .map_err(map_err("maglev"))?;
+        };
+        for op in ops {
+            self.execute(op)?;
+        }
+        self.layout = next;
+        self.layout.stamp(std::time::Instant::now());
+        Ok(())
+    }
+
+    fn execute(&mut self, op: Op) -> Result<(), XdpError> {
+        match op {
+            Op::ClaimId { id, name } => {
+                // Counters an earlier owner of the id left: stats entries go, new_flows counts
+                // from its current value.
+                self.forget_stats(id, None);
+                let now = self
+                    .new_flows
+                    .get(&id, 0)
+                    .map(|v| v.iter().sum())
+                    .unwrap_or(0);
+                self.last_new.insert(id, now);
+                self.names.insert(id, name);
             }
-            let live = if want.is_empty() { 0 } else { size };
-            for (k, _, frag) in self.keys.iter().filter(|(_, v, _)| *v == i) {
+            Op::Healthy { id, backend } => {
+                self.healthy
+                    .insert(backend_key(id, backend), 1, 0)
+                    .map_err(map_err("healthy"))?;
+            }
+            Op::WriteTable { offset, slots } => {
+                for (s, a) in slots.iter().enumerate() {
+                    self.maglev
+                        .set(offset + s as u32, slot_value(Some(*a)), 0)
+                        .map_err(map_err("maglev"))?;
+                }
+            }
+            Op::SetKey { key, meta } => {
                 self.vips
-                    .insert(k, vip_meta(i as u32, offset, live, *frag), 0)
+                    .insert(
+                        key,
+                        vip_meta(meta.id, meta.offset, meta.size, meta.fragments_only),
+                        0,
+                    )
                     .map_err(map_err("vips"))?;
             }
-            self.written[i] = Some((half, want));
-        }
-        for k in self.healthy_now.difference(&want_healthy) {
             // Already gone is fine: the goal is its absence.
-            let _ = self.healthy.remove(k);
+            Op::RemoveKey { key } => {
+                let _ = self.vips.remove(&key);
+            }
+            Op::Unhealthy { id, backend } => {
+                let _ = self.healthy.remove(&backend_key(id, backend));
+            }
+            Op::ForgetStats { id, backend } => self.forget_stats(id, backend),
         }
-        self.healthy_now = want_healthy;
         Ok(())
+    }
+
+    /// Deletes the `stats` entries of VIP `id` (of one backend, or all).
+    fn forget_stats(&mut self, id: u32, backend: Option<Ipv4Addr>) {
+        let keys: Vec<[u8; 8]> = match backend {
+            Some(b) => vec![backend_key(id, b)],
+            None => self
+                .stats
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| parse_backend_key(k).0 == id)
+                .collect(),
+        };
+        for k in keys {
+            let _ = self.stats.remove(&k);
+            self.last_stats.remove(&k);
+        }
     }
 
     /// Adds the program's per-CPU counters since the last call to `metrics`.
@@ -528,7 +644,7 @@ impl XdpBalancer {
         for (k, now) in entries {
             let d = delta(&mut self.last_stats, k, now);
             let (vip, backend) = parse_backend_key(&k);
-            let Some(name) = self.names.get(vip as usize) else {
+            let Some(name) = self.names.get(&vip) else {
                 continue;
             };
             let l = BackendLabels {
@@ -538,11 +654,12 @@ impl XdpBalancer {
             metrics.packets.get_or_create(&l).inc_by(d[0]);
             metrics.bytes.get_or_create(&l).inc_by(d[1]);
         }
-        for (i, name) in self.names.iter().enumerate() {
-            if let Ok(v) = self.new_flows.get(&(i as u32), 0) {
+        for (id, name) in &self.names {
+            if let Ok(v) = self.new_flows.get(id, 0) {
                 let now: u64 = v.iter().sum();
-                let d = now.saturating_sub(self.last_new[i]);
-                self.last_new[i] = now;
+                let last = self.last_new.entry(*id).or_default();
+                let d = now.saturating_sub(*last);
+                *last = now;
                 metrics
                     .new_flows
                     .get_or_create(&VipLabels { vip: name.clone() })
@@ -774,9 +891,6 @@ vips:
         assert_eq!(keys[&vip_key(vip, 0, 6)], (0, true));
         assert_eq!(keys[&vip_key(vip, 0, 17)], (1, false));
         assert_eq!(keys.len(), 5);
-        let (bases, total) = layout(&c).unwrap();
-        assert_eq!(bases, vec![0, 2 * 65537, 4 * 65537]);
-        assert_eq!(total, 6 * 65537);
     }
 
     #[test]

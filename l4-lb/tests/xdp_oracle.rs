@@ -153,7 +153,7 @@ vips:
         },
     )
     .unwrap();
-    prog.sync(&all).unwrap();
+    prog.sync(&cfg, &all).unwrap();
     let mut oracle = Conntrack::new(1 << 16, std::time::Duration::from_secs(300));
 
     // 1,000 flows from 100 clients: the program picks the oracle's backend and writes exactly the
@@ -166,12 +166,13 @@ vips:
             )
         })
         .collect();
-    let check = |prog: &mut XdpBalancer,
-                 oracle: &mut Conntrack,
-                 t: &Tables,
-                 (src, sport): (Ipv4Addr, u16)|
+    let check_to = |prog: &mut XdpBalancer,
+                    oracle: &mut Conntrack,
+                    t: &Tables,
+                    dst: Ipv4Addr,
+                    (src, sport): (Ipv4Addr, u16)|
      -> Ipv4Addr {
-        let f = frame(src, sport, VIP, 60);
+        let f = frame(src, sport, dst, 60);
         let (action, out) = prog.test_run(&f, ifindex).unwrap();
         if action != XDP_TX {
             let m = causeway_l4lb::metrics::Metrics::default();
@@ -194,6 +195,9 @@ vips:
         assert_eq!(&out[12..14], &[0x08, 0x00]);
         backend
     };
+    let check = |prog: &mut XdpBalancer, oracle: &mut Conntrack, t: &Tables, flow| {
+        check_to(prog, oracle, t, VIP, flow)
+    };
     let mut before = Vec::new();
     let mut per_backend = std::collections::BTreeMap::<Ipv4Addr, usize>::new();
     for f in &flows {
@@ -208,7 +212,7 @@ vips:
     // program as in the oracle.
     let gw1 = Ipv4Addr::new(10, 1, 0, 21);
     let without = Tables::build(&cfg.vips, |_, b| b.address != gw1);
-    prog.sync(&without).unwrap();
+    prog.sync(&cfg, &without).unwrap();
     let mut moved = 0;
     for (f, b) in flows.iter().zip(&before) {
         let now = check(&mut prog, &mut oracle, &without, *f);
@@ -220,6 +224,64 @@ vips:
         }
     }
     println!("gw1 removed: {moved} of 1000 flows re-hashed (exactly gw1's)");
+    let after_gw1: Vec<Ipv4Addr> = flows
+        .iter()
+        .map(|f| check(&mut prog, &mut oracle, &without, *f))
+        .collect();
+
+    // A second VIP is added in place while gw1 returns to the first: the program keeps its
+    // conntrack, so the flows that moved off gw1 stay where they are (Maglev alone would send
+    // them back to gw1), exactly as in the oracle; the new VIP forwards like the oracle too.
+    let cfg2 = config::file::parse(
+        r#"
+vips:
+  - name: web
+    address: 10.9.0.10
+    ports: [80]
+    backends:
+      - address: 10.1.0.21
+      - address: 10.1.0.22
+        weight: 2
+      - address: 10.1.0.23
+    healthCheck: {type: NONE}
+  - name: api
+    address: 10.9.0.11
+    ports: [80]
+    tableSize: 1009
+    backends: [{address: 10.1.0.22}, {address: 10.1.0.23}]
+    healthCheck: {type: NONE}
+"#,
+    )
+    .unwrap();
+    let api = Ipv4Addr::new(10, 9, 0, 11);
+    let both = Tables::build(&cfg2.vips, |_, _| true);
+    let capacity = prog.capacity();
+    prog.sync(&cfg2, &both).unwrap();
+    assert_eq!(prog.capacity(), capacity, "the maps were not resized");
+    for (f, b) in flows.iter().zip(&after_gw1) {
+        let now = check(&mut prog, &mut oracle, &both, *f);
+        assert_eq!(
+            now, *b,
+            "a tracked flow changed backend when a VIP was added"
+        );
+    }
+    assert!(moved > 0);
+    let mut api_backends = std::collections::BTreeSet::new();
+    for f in flows.iter().take(200) {
+        api_backends.insert(check_to(&mut prog, &mut oracle, &both, api, *f));
+    }
+    assert_eq!(api_backends.len(), 2, "{api_backends:?}");
+    println!(
+        "second VIP added in place: 1000 tracked flows kept, api forwards to {api_backends:?}"
+    );
+
+    // Removed again: its packets pass untouched (to the kernel), the first VIP still forwards.
+    prog.sync(&cfg, &without).unwrap();
+    let to_api = frame(Ipv4Addr::new(10, 2, 0, 2), 40_000, api, 60);
+    assert_eq!(prog.test_run(&to_api, ifindex).unwrap(), (XDP_PASS, to_api));
+    for (f, b) in flows.iter().zip(&after_gw1).take(100) {
+        assert_eq!(check(&mut prog, &mut oracle, &without, *f), *b);
+    }
 
     // Not a VIP, or a port the VIP does not serve: passed untouched.
     let other = frame(Ipv4Addr::new(10, 2, 0, 2), 40_000, LB, 60);
@@ -258,7 +320,8 @@ vips:
     assert_eq!(out, big_df_off);
 
     // No healthy backend: dropped.
-    prog.sync(&Tables::build(&cfg.vips, |_, _| false)).unwrap();
+    prog.sync(&cfg, &Tables::build(&cfg.vips, |_, _| false))
+        .unwrap();
     let f = frame(Ipv4Addr::new(10, 2, 0, 3), 40_002, VIP, 60);
     assert_eq!(prog.test_run(&f, ifindex).unwrap().0, 1);
 }
