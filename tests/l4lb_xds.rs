@@ -375,13 +375,30 @@ fn http_get_in(ns: &str, addr: &str, path: &str) -> Option<String> {
 }
 
 /// A gateway stand-in inside `ns`: port 80 answers with the client address it sees, port 15000
-/// answers `GET /ready` with 200 (the balancer's health check).
+/// answers `GET /ready` with 200 (the balancer's health check), port 8080 echoes lines back for
+/// as long as the connection lasts (a long-lived flow).
 fn gateway_in(ns: &str) {
-    let listeners = in_ns(ns, || {
+    let (listeners, echo) = in_ns(ns, || {
         (
-            std::net::TcpListener::bind("0.0.0.0:80").unwrap(),
-            std::net::TcpListener::bind("0.0.0.0:15000").unwrap(),
+            (
+                std::net::TcpListener::bind("0.0.0.0:80").unwrap(),
+                std::net::TcpListener::bind("0.0.0.0:15000").unwrap(),
+            ),
+            std::net::TcpListener::bind("0.0.0.0:8080").unwrap(),
         )
+    });
+    std::thread::spawn(move || {
+        for s in echo.incoming() {
+            let Ok(s) = s else { continue };
+            std::thread::spawn(move || {
+                let Ok(mut w) = s.try_clone() else { return };
+                for line in BufReader::new(s).lines().map_while(Result::ok) {
+                    if writeln!(w, "{line}").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
     });
     for (l, admin) in [(listeners.0, false), (listeners.1, true)] {
         std::thread::spawn(move || {
@@ -427,8 +444,9 @@ fn traffic_through_a_vip_the_controller_assigned() {
 }
 
 /// The same with the balancer's XDP program (generic mode) in front of the userspace path:
-/// every change of the VIP set reloads the program with maps sized for it, and the packets
-/// must not fall back to the userspace path (its TUN device sees none).
+/// changes of the VIP set are written into the program's maps in place (one program load in
+/// the whole test), and the packets must not fall back to the userspace path (its TUN device
+/// sees none), not even while a VIP is added next to a long-lived flow.
 #[test]
 fn traffic_through_a_vip_the_controller_assigned_xdp() {
     if !causeway_l4lb::xdp::available() {
@@ -536,6 +554,12 @@ fn through_vip(xdp: bool) {
             text(&out.stderr)
         );
     };
+    let api_file = dir.path().join("api.yaml");
+    std::fs::write(
+        &api_file,
+        access_point("api", "c1", ", address: 10.240.0.11"),
+    )
+    .unwrap();
     let file = dir.path().join("federation.yaml");
     std::fs::write(
         &file,
@@ -551,7 +575,14 @@ fn through_vip(xdp: bool) {
     gateway_in(&gw);
     let _decap = Guard(
         netns_exec(&gw)
-            .args(["l4lb", "decap", "--vip", "10.240.0.10"])
+            .args([
+                "l4lb",
+                "decap",
+                "--vip",
+                "10.240.0.10",
+                "--vip",
+                "10.240.0.11",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -628,8 +659,9 @@ fn through_vip(xdp: bool) {
         text(&out.stdout).trim().parse().unwrap_or(u64::MAX)
     };
     if xdp {
-        // Until the program reloaded for the new VIP set is attached (a BPF load and
-        // verification, under a second) the userspace path carries the VIP; then XDP does.
+        // The balancer started without VIPs; the controller's is written into the XDP maps
+        // in place within 50 ms of its tables (a connection in that moment may still take the
+        // userspace path), and from then on XDP carries it.
         let started = Instant::now();
         eventually("the XDP program carrying the VIP", || {
             let before = tun_packets();
@@ -647,6 +679,69 @@ fn through_vip(xdp: bool) {
         assert_eq!(tun_packets(), before, "packets took the userspace path");
     }
 
+    let metrics = || http_get_in(&lb, "127.0.0.1:15110", "/metrics").unwrap_or_default();
+
+    // A second AccessPoint while a long-lived TCP flow runs through the first VIP: the flow goes
+    // on undisturbed (every line echoed; through XDP, not one packet into the TUN device), the
+    // new VIP is added to the XDP maps in place (no program reload) and XDP carries it.
+    let flow = LongFlow::start(&c, "10.240.0.10:8080");
+    eventually("the long-lived flow running", || {
+        (flow.echoed() >= 5).then_some(())
+    });
+    let tun_before = tun_packets();
+    let keys_before = metric(&metrics(), "causeway_l4lb_xdp_map_used{map=\"vip_keys\"}");
+    causeway(&["apply", "-f", api_file.to_str().unwrap()]);
+    if xdp {
+        // Connect only once the XDP maps have the new VIP's keys: before that its packets would
+        // reach the kernel and so the userspace path (the control loop adds the VIP route a few
+        // milliseconds before the XDP thread writes the maps).
+        eventually("the new VIP's keys in the XDP maps", || {
+            let now = metric(&metrics(), "causeway_l4lb_xdp_map_used{map=\"vip_keys\"}");
+            (now > keys_before).then_some(())
+        });
+    }
+    let started = Instant::now();
+    eventually("the second VIP answering", || {
+        http_get_in(&c, "10.240.0.11:80", "/").filter(|b| b == "10.78.1.2")
+    });
+    println!(
+        "second VIP answering {:?} after its keys were written",
+        started.elapsed()
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            http_get_in(&c, "10.240.0.11:80", "/").as_deref(),
+            Some("10.78.1.2")
+        );
+    }
+    let before_echoed = flow.echoed();
+    eventually("the long-lived flow still running", || {
+        (flow.echoed() >= before_echoed + 5).then_some(())
+    });
+    let (echoed, errors) = flow.stop();
+    assert!(errors.is_empty(), "the long-lived flow broke: {errors:?}");
+    println!("long-lived flow: {echoed} lines echoed across the VIP addition");
+    if xdp {
+        let m = eventually("the second VIP's XDP packet counter", || {
+            let m = metrics();
+            (metric(
+                &m,
+                "causeway_l4lb_packets_total{vip=\"retail/api\",backend=\"10.78.2.2\"}",
+            ) >= 5.0)
+                .then_some(m)
+        });
+        assert_eq!(
+            tun_packets(),
+            tun_before,
+            "packets took the userspace path during the VIP addition"
+        );
+        assert_eq!(
+            metric(&m, "causeway_l4lb_xdp_program_loads_total"),
+            1.0,
+            "the XDP program was reloaded for a VIP addition"
+        );
+    }
+
     // Deleted: the VIP leaves the balancer and stops answering.
     causeway(&["delete", "accesspoint", "shop", "-n", "retail"]);
     eventually("the VIP gone", || {
@@ -654,12 +749,24 @@ fn through_vip(xdp: bool) {
             serde_json::from_str(&http_get_in(&lb, "127.0.0.1:15110", "/state")?).ok()?;
         entry(&s, "retail/shop").is_none().then_some(())
     });
-    // With XDP the old program forwards until its replacement is attached.
     eventually("the VIP to stop answering", || {
         http_get_in(&c, "10.240.0.10:80", "/")
             .is_none()
             .then_some(())
     });
+    // The other VIP is untouched, still through XDP, and the removal reloaded nothing.
+    let tun_before = tun_packets();
+    assert_eq!(
+        http_get_in(&c, "10.240.0.11:80", "/").as_deref(),
+        Some("10.78.1.2")
+    );
+    if xdp {
+        assert_eq!(tun_packets(), tun_before, "the remaining VIP left XDP");
+        assert_eq!(
+            metric(&metrics(), "causeway_l4lb_xdp_program_loads_total"),
+            1.0
+        );
+    }
 
     // Back, then the controller stops: traffic keeps flowing through failed reconnects.
     causeway(&["apply", "-f", file.to_str().unwrap()]);
@@ -683,6 +790,97 @@ fn through_vip(xdp: bool) {
         http_get_in(&lb, "127.0.0.1:15110", "/state"),
         http_get_in(&lb, "127.0.0.1:15110", "/metrics")
     );
+    if xdp {
+        // Three VIP additions and a removal: the program was loaded once, at start.
+        assert_eq!(
+            metric(&metrics(), "causeway_l4lb_xdp_program_loads_total"),
+            1.0
+        );
+    }
+}
+
+/// The value of the metric line starting with `series` (0 when absent).
+fn metric(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A TCP connection from inside a namespace that sends a numbered line every 20 ms and checks
+/// its echo, until stopped.
+struct LongFlow {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    echoed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl LongFlow {
+    fn start(ns: &str, addr: &str) -> LongFlow {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let echoed = std::sync::Arc::new(AtomicU64::new(0));
+        let (ns, addr) = (ns.to_owned(), addr.to_owned());
+        let (st, ec) = (stop.clone(), echoed.clone());
+        let thread = std::thread::spawn(move || {
+            causeway_l4lb::sys::enter_netns(&ns).unwrap();
+            let a: std::net::SocketAddr = addr.parse().unwrap();
+            // The VIP may still be settling right after the previous steps: retry the connect.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let s = loop {
+                match TcpStream::connect_timeout(&a, Duration::from_secs(1)) {
+                    Ok(s) => break s,
+                    Err(e) if Instant::now() > deadline => return vec![format!("connect: {e}")],
+                    Err(_) => {}
+                }
+            };
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut w = s.try_clone().unwrap();
+            let mut r = BufReader::new(s);
+            let mut errors = Vec::new();
+            let mut n = 0u64;
+            while !st.load(Ordering::Relaxed) && errors.is_empty() {
+                n += 1;
+                let mut line = String::new();
+                match writeln!(w, "{n}").and_then(|()| r.read_line(&mut line)) {
+                    Ok(_) if line.trim() == n.to_string() => {
+                        ec.store(n, Ordering::Relaxed);
+                    }
+                    Ok(_) => errors.push(format!("line {n}: echoed {line:?}")),
+                    Err(e) => errors.push(format!("line {n}: {e}")),
+                }
+                // Pacing, not synchronisation: a line every 20 ms keeps the flow alive.
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            errors
+        });
+        LongFlow {
+            stop,
+            echoed,
+            thread: Some(thread),
+        }
+    }
+
+    fn echoed(&self) -> u64 {
+        self.echoed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops the flow: lines echoed and the errors seen.
+    fn stop(mut self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let errors = self
+            .thread
+            .take()
+            .map(|t| t.join().unwrap())
+            .unwrap_or_default();
+        (self.echoed(), errors)
+    }
+}
+
+impl Drop for LongFlow {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// `--xds` without a zone, locality or cluster is refused before anything starts (no root
