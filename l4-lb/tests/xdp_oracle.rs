@@ -145,14 +145,11 @@ vips:
     )
     .unwrap();
     let all = Tables::build(&cfg.vips, |_, _| true);
-    let mut prog = XdpBalancer::load(
-        &cfg,
-        &XdpOptions {
-            interface: "lba".into(),
-            mode: Mode::Generic,
-        },
-    )
-    .unwrap();
+    let opts = XdpOptions {
+        interface: "lba".into(),
+        mode: Mode::Generic,
+    };
+    let mut prog = XdpBalancer::load(&cfg, &opts).unwrap();
     prog.sync(&cfg, &all).unwrap();
     let mut oracle = Conntrack::new(1 << 16, std::time::Duration::from_secs(300));
 
@@ -281,6 +278,50 @@ vips:
     assert_eq!(prog.test_run(&to_api, ifindex).unwrap(), (XDP_PASS, to_api));
     for (f, b) in flows.iter().zip(&after_gw1).take(100) {
         assert_eq!(check(&mut prog, &mut oracle, &without, *f), *b);
+    }
+
+    // Two large tables more than the maglev array holds: the change is refused as a capacity
+    // problem (nothing written), and a program reloaded with the grown capacity forwards them.
+    let big = config::file::parse(
+        r#"
+vips:
+  - name: web
+    address: 10.9.0.10
+    ports: [80]
+    backends: [{address: 10.1.0.21}, {address: 10.1.0.22}, {address: 10.1.0.23}]
+    healthCheck: {type: NONE}
+  - name: big1
+    address: 10.9.0.12
+    ports: [80]
+    tableSize: 200003
+    backends: [{address: 10.1.0.22}, {address: 10.1.0.23}]
+    healthCheck: {type: NONE}
+  - name: big2
+    address: 10.9.0.13
+    ports: [80]
+    tableSize: 200009
+    backends: [{address: 10.1.0.21}, {address: 10.1.0.23}]
+    healthCheck: {type: NONE}
+"#,
+    )
+    .unwrap();
+    let big_tables = Tables::build(&big.vips, |_, _| true);
+    let have = prog.capacity();
+    let Err(xdp::XdpError::Capacity { needed, .. }) = prog.sync(&big, &big_tables) else {
+        panic!("three tables of 465,549 slots fit {have}");
+    };
+    assert_eq!(needed[2], 65537 + 200003 + 200009 + 200009);
+    let grown = have.grown(needed);
+    assert_eq!(grown.slots, 2 * 665558);
+    // Detach first: an interface runs one program.
+    drop(prog);
+    let mut prog = XdpBalancer::load_with(&big, &opts, grown).unwrap();
+    prog.sync(&big, &big_tables).unwrap();
+    let mut fresh = Conntrack::new(1 << 16, std::time::Duration::from_secs(300));
+    for dst in [Ipv4Addr::new(10, 9, 0, 12), Ipv4Addr::new(10, 9, 0, 13)] {
+        for f in flows.iter().take(50) {
+            check_to(&mut prog, &mut fresh, &big_tables, dst, *f);
+        }
     }
 
     // Not a VIP, or a port the VIP does not serve: passed untouched.
