@@ -323,6 +323,132 @@ fn l4lb_follows_the_controllers_vip_assignments_and_keeps_them_without_it() {
     drop(lb);
 }
 
+/// SIGHUP makes the balancer read its static file again and apply its VIPs through the same
+/// path as the controller's changes: file VIPs added and removed, the controller's kept; a file
+/// that does not validate, or whose VIPs clash with the controller's, is logged and changes
+/// nothing.
+#[test]
+fn l4lb_reloads_its_static_file_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let xds = free_port();
+    let c = Controller::start(dir.path(), xds);
+    c.apply(&format!(
+        "{}{}",
+        cluster("c1", "us-west-a", "127.77.1.21"),
+        access_point("shop", "c1", ""),
+    ));
+    let vip_line = |name: &str, address: &str| {
+        format!(
+            "- {{name: {name}, address: {address}, ports: [80], backends: [{{address: 127.77.9.9}}], \
+             healthCheck: {{type: NONE}}}}\n"
+        )
+    };
+    let file = dir.path().join("vips.yaml");
+    std::fs::write(&file, format!("vips:\n{}", vip_line("a", "10.240.99.1"))).unwrap();
+    let admin = free_port();
+    let tun = format!("cwlbh{}", std::process::id() % 100_000);
+    let mut child = Command::new(bin())
+        .args(["l4lb", "--config"])
+        .arg(&file)
+        .args(["--xds", &format!("http://127.0.0.1:{xds}")])
+        .args(["--zone", "us-west-a", "--node-id", "lb-hup"])
+        .args(["--no-routes", "--tun", &tun])
+        .args(["--admin", &format!("127.0.0.1:{admin}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lb = Guard(child);
+    let (tx, logs) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let hangup = || {
+        let pid = lb.0.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    // The next log line containing `what`.
+    let log_line = |what: &str| -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = logs
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("timed out waiting for a log line with {what:?}"));
+            if line.contains(what) {
+                return line;
+            }
+        }
+    };
+    let names = |s: &Value| -> Vec<String> {
+        let mut n: Vec<String> = s["vips"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter_map(|v| v["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        n.sort();
+        n
+    };
+    let vip = eventually("the shop VIP allocated", || c.vip_of("shop"));
+    eventually("the file's and the controller's VIP", || {
+        let s = admin_json(admin, "/state")?;
+        (names(&s) == ["a", "retail/shop"]).then_some(())
+    });
+
+    // A second file VIP: added next to the first and the controller's.
+    std::fs::write(
+        &file,
+        format!(
+            "vips:\n{}{}",
+            vip_line("a", "10.240.99.1"),
+            vip_line("b", "10.240.99.2")
+        ),
+    )
+    .unwrap();
+    hangup();
+    let state = eventually("b added on SIGHUP", || {
+        let s = admin_json(admin, "/state")?;
+        (names(&s) == ["a", "b", "retail/shop"]).then_some(s)
+    });
+    let generation = state["generation"].clone();
+    log_line("static file reloaded");
+
+    // A file that does not validate, then one whose VIP takes the controller's address and
+    // port: both refused with the reason in the log, nothing changes.
+    std::fs::write(&file, "vips:\n- {name: a, adress: 10.240.99.1}\n").unwrap();
+    hangup();
+    let line = log_line("static file reload refused");
+    assert!(line.contains("adress"), "{line}");
+    std::fs::write(&file, format!("vips:\n{}", vip_line("c", &vip))).unwrap();
+    hangup();
+    let line = log_line("static file reload refused");
+    assert!(line.contains("already served"), "{line}");
+    let s = admin_json(admin, "/state").unwrap();
+    assert_eq!(names(&s), ["a", "b", "retail/shop"], "{s:#}");
+    assert_eq!(s["generation"], generation, "{s:#}");
+
+    // a removed from the file: gone, b and the controller's VIP stay.
+    std::fs::write(&file, format!("vips:\n{}", vip_line("b", "10.240.99.2"))).unwrap();
+    hangup();
+    eventually("a removed on SIGHUP", || {
+        let s = admin_json(admin, "/state")?;
+        (names(&s) == ["b", "retail/shop"]).then_some(())
+    });
+    drop(lb);
+}
+
 /// Runs `ip ARGS`, panicking with its error output when it fails.
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().unwrap();

@@ -240,8 +240,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         admin: Some(args.admin),
         manage_routes: !args.no_routes,
     };
+    let config_path = args.config.clone();
     runtime()?.block_on(async move {
+        // Installed before anything starts: SIGHUP's default action would end the process.
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
         let b = Balancer::start(config, opts).await?;
+        tokio::spawn(reload_on_hangup(hangup, config_path, b.updater()));
         let (stop_xds, mut stopped) = tokio::sync::watch::channel(false);
         let client = xds.map(|client| {
             let updater = b.updater();
@@ -283,6 +288,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         b.stop().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Reads the static file again on every SIGHUP and applies its VIPs like a controller change
+/// (`VipUpdater::reload_file`); a file that does not validate, or whose VIPs clash with the
+/// controller's, is logged and changes nothing.
+async fn reload_on_hangup(
+    mut hangup: tokio::signal::unix::Signal,
+    path: Option<PathBuf>,
+    updater: causeway_l4lb::app::VipUpdater,
+) {
+    while hangup.recv().await.is_some() {
+        // It logs what it applied or refused.
+        let _ = updater.reload_file_at(path.as_deref());
+    }
 }
 
 /// The ADS client of `causeway l4lb --xds`: node role `l4lb`, subscribed to CDS only (one

@@ -71,13 +71,22 @@ pub struct Applied {
     pub config: Arc<Config>,
 }
 
-/// Replaces the controller's VIPs in a running balancer (`causeway l4lb --xds`); clone it
-/// freely.
+/// Replaces the controller's VIPs, or the static file's, in a running balancer; clone it
+/// freely. Both kinds of change go through the same path: combined with the other source's
+/// VIPs, validated, and handed to the control loop.
 #[derive(Clone)]
 pub struct VipUpdater {
-    base: Arc<Config>,
+    sources: Arc<Mutex<Sources>>,
     tx: Arc<watch::Sender<Arc<Config>>>,
     xds_state: Arc<Mutex<Option<String>>>,
+}
+
+/// The two sources of VIPs, combined into the configuration in force.
+struct Sources {
+    /// The static file's part (its VIPs, conntrack and BGP settings).
+    file: Arc<Config>,
+    /// The controller's last accepted VIPs.
+    controller: Vec<crate::config::Vip>,
 }
 
 impl VipUpdater {
@@ -90,16 +99,65 @@ impl VipUpdater {
             tracing::warn!(error = %e, "VIP assignments refused; keeping the last good ones");
         })?;
         let n = vips.len();
-        let config = match assign::combine(&self.base, vips) {
+        let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        let config = match assign::combine(&sources.file, vips.clone()) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "VIP assignments refused; keeping the last good ones");
                 return Err(e);
             }
         };
+        sources.controller = vips;
         tracing::info!(vips = n, "VIP assignments from the controller accepted");
         self.tx.send_replace(Arc::new(config));
         Ok(n)
+    }
+
+    /// Replaces the static file's VIPs with those of `file` (read again on SIGHUP), keeping the
+    /// controller's: the same path as a controller change (in place under XDP). The file's
+    /// `conntrack` and `bgp` sections apply only at start; a change to them is logged and
+    /// waits for a restart. `Err` (nothing changed): the file's VIPs clash with the
+    /// controller's. Returns the number of VIP entries from the file.
+    pub fn reload_file(&self, file: Config) -> Result<usize, String> {
+        let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        let (file, notes) = assign::reloaded_file(&sources.file, file);
+        for note in notes {
+            tracing::warn!(note = %note, "static file reloaded: setting not applied");
+        }
+        let config = match assign::combine(&file, sources.controller.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "static file reload refused; keeping the VIPs in force");
+                return Err(e);
+            }
+        };
+        let n = file.vips.len();
+        sources.file = Arc::new(file);
+        tracing::info!(vips = n, "static file reloaded");
+        self.tx.send_replace(Arc::new(config));
+        Ok(n)
+    }
+
+    /// Reads the static file at `path` again and applies it with [`VipUpdater::reload_file`]
+    /// (SIGHUP). A file that does not validate changes nothing; every problem is logged and
+    /// returned. `None` (the balancer runs without `--config`) only logs that there is nothing to
+    /// reload.
+    pub fn reload_file_at(&self, path: Option<&std::path::Path>) -> Result<usize, String> {
+        let Some(path) = path else {
+            tracing::warn!("SIGHUP: no --config file to reload");
+            return Err("no --config file".into());
+        };
+        match Config::load(path) {
+            Ok(c) => self.reload_file(c),
+            Err(e) => {
+                tracing::error!(
+                    file = %path.display(),
+                    error = %e,
+                    "static file reload refused; keeping the VIPs in force"
+                );
+                Err(e.to_string())
+            }
+        }
     }
 
     /// Sets the `xds` member of the admin `/state` document (a JSON value).
@@ -266,7 +324,10 @@ impl Balancer {
         publish(&config, &tables.load(), &announced.borrow(), &metrics);
         let (config_tx, mut config_rx) = watch::channel(config.clone());
         let updater = VipUpdater {
-            base,
+            sources: Arc::new(Mutex::new(Sources {
+                file: base,
+                controller: Vec::new(),
+            })),
             tx: Arc::new(config_tx),
             xds_state: Arc::new(Mutex::new(None)),
         };
@@ -443,7 +504,7 @@ impl Balancer {
         })
     }
 
-    /// A handle that replaces the controller's VIPs (the static file's stay).
+    /// A handle that replaces the controller's VIPs or the static file's.
     pub fn updater(&self) -> VipUpdater {
         self.updater.clone()
     }

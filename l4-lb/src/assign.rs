@@ -320,6 +320,28 @@ fn vip(c: Cluster) -> Result<Vip, Vec<String>> {
     })
 }
 
+/// The static part of the configuration after the file was read again (SIGHUP): the file's
+/// VIPs with the `conntrack` and `bgp` settings in force, which apply only at start (the
+/// conntrack tables are sized and the BGP sessions opened then). Returns it and, per setting of
+/// the file that differs from the one in force, a note that it waits for a restart.
+pub fn reloaded_file(running: &Config, file: Config) -> (Config, Vec<String>) {
+    let mut notes = Vec::new();
+    if file.conntrack != running.conntrack {
+        notes.push("conntrack: changed in the file; applies at the next start".to_owned());
+    }
+    if file.bgp != running.bgp {
+        notes.push("bgp: changed in the file; applies at the next start".to_owned());
+    }
+    (
+        Config {
+            vips: file.vips,
+            conntrack: running.conntrack,
+            bgp: running.bgp.clone(),
+        },
+        notes,
+    )
+}
+
 /// The VIP set of the static file plus the controller's: names unique, and no two entries on
 /// the same address, protocol and port (an any-port entry takes every port). The file's
 /// settings (conntrack, BGP) stay as they are.
@@ -588,5 +610,31 @@ mod tests {
                 .unwrap_err()
                 .contains("used twice")
         );
+    }
+
+    #[test]
+    fn a_reloaded_file_brings_its_vips_and_keeps_the_start_settings() {
+        let running = crate::config::file::parse(
+            "vips:\n- {name: a, address: 10.9.0.1, ports: [80], backends: [{address: 10.1.0.9}]}\n\
+             bgp: {localAs: 65001, routerId: 10.1.0.11, peers: [{address: 10.1.0.1, remoteAs: 65000}]}\n",
+        )
+        .unwrap();
+        let same_settings = crate::config::file::parse(
+            "vips:\n- {name: b, address: 10.9.0.2, ports: [80], backends: [{address: 10.1.0.9}]}\n\
+             bgp: {localAs: 65001, routerId: 10.1.0.11, peers: [{address: 10.1.0.1, remoteAs: 65000}]}\n",
+        )
+        .unwrap();
+        let (c, notes) = reloaded_file(&running, same_settings);
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(c.vips.len(), 1);
+        assert_eq!(c.vips[0].name, "b");
+        let other_settings =
+            crate::config::file::parse("vips: []\nconntrack: {capacity: 1000}\n").unwrap();
+        let (c, notes) = reloaded_file(&running, other_settings);
+        assert!(c.vips.is_empty());
+        assert_eq!(c.bgp, running.bgp);
+        assert_eq!(c.conntrack, running.conntrack);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].starts_with("conntrack:") && notes[1].starts_with("bgp:"));
     }
 }
