@@ -957,7 +957,8 @@ impl LongFlow {
                 match TcpStream::connect_timeout(&a, Duration::from_secs(1)) {
                     Ok(s) => break s,
                     Err(e) if Instant::now() > deadline => return vec![format!("connect: {e}")],
-                    Err(_) => {}
+                    // Retry pacing inside a deadline, like `eventually`.
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
                 }
             };
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
