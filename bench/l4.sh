@@ -6,10 +6,13 @@
 # Measures, in one run, iperf3 TCP throughput (client → server, the direction that crosses the
 # balancer; one stream and --streams N parallel streams) and TCP connections per second
 #   (a) direct: client → gateway host address (through the router, no balancer)
+#   (h) routed hop: client → an address of the gateway host routed through the balancer's host
+#       by plain kernel forwarding (no balancer, no IPIP): what the extra hop alone costs on this
+#       machine, the ceiling for any balancer that sits on it
 #   (b) userspace: client → VIP → balancer (TUN + raw IPIP socket) → decap agent → gateway
 #   (c) xdp: client → VIP → balancer (XDP, native) → decap (XDP native, or tc with --decap tc)
 #       → gateway
-# and reports (b)/(a) and (c)/(a). The bridge segment (balancer ↔ gateway) has MTU 1520 so that a
+# and reports each against (a), and (c)/(h). The bridge segment (balancer ↔ gateway) has MTU 1520 so that a
 # full-size packet plus the 20-byte IPIP header fits (XDP cannot fragment; docs/l4lb.md, MTU);
 # the client sends full checksums (tx offloads off, which XDP needs on veth); the bridge does not
 # hand bridged frames to iptables (bridge-nf-call-* = 0 in the router namespace: it stands in for
@@ -96,6 +99,14 @@ for f in iptables ip6tables arptables; do
         ip netns exec "$R" sysctl -qw "net.bridge.bridge-nf-call-$f=0"
 done
 ip -n "$R" route add 10.9.0.10/32 via 10.1.0.11
+# The routed-hop row: 10.9.0.20 lives on the gateway host and is routed through the balancer's
+# host, which forwards it like any router (back out of the interface it came in on; no
+# redirects, they would teach the router to skip the hop).
+ip -n "$R" route add 10.9.0.20/32 via 10.1.0.11
+ip netns exec "$LB" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.send_redirects=0 \
+    net.ipv4.conf.eth0.send_redirects=0
+ip -n "$LB" route add 10.9.0.20/32 via 10.1.0.21
+ip -n "$GW" addr add 10.9.0.20/32 dev lo
 # Headroom for the IPIP header on the balancer ↔ gateway segment.
 for dev in br0 p11 p21; do ip -n "$R" link set "$dev" mtu 1520; done
 ip -n "$LB" link set eth0 mtu 1520
@@ -205,12 +216,15 @@ median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1
 
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "bench/l4.sh: iperf3 ${DURATION}s (1 and $STREAMS streams), $CONNS connections, $ROUNDS interleaved rounds, $(nproc) cores, $(uname -r), load $LOAD"
-D_BW=() D_BWP=() D_CPS=() U_BW=() U_BWP=() U_CPS=() X_BW=() X_BWP=() X_CPS=()
+D_BW=() D_BWP=() D_CPS=() H_BW=() H_BWP=() H_CPS=() U_BW=() U_BWP=() U_CPS=() X_BW=() X_BWP=() X_CPS=()
 x_pkts=0 x_slow=0
 for ((round = 1; round <= ROUNDS; round++)); do
     D_BW+=("$(throughput 10.1.0.21)")
     D_BWP+=("$(throughput 10.1.0.21 "$STREAMS")")
     D_CPS+=("$(cps 10.1.0.21)")
+    H_BW+=("$(throughput 10.9.0.20)")
+    H_BWP+=("$(throughput 10.9.0.20 "$STREAMS")")
+    H_CPS+=("$(cps 10.9.0.20)")
 
     start_lb userspace
     U_BW+=("$(throughput 10.9.0.10)")
@@ -228,9 +242,10 @@ for ((round = 1; round <= ROUNDS; round++)); do
     x_pkts=$((x_pkts + $(metric "$LB" 15110 '^causeway_l4lb_packets_total')))
     x_slow=$((x_slow + $(metric "$LB" 15110 '^causeway_l4lb_xdp_slow_path_packets_total')))
     stop_lb
-    echo "round $round: direct ${D_BW[-1]} / ${D_BWP[-1]} Gbit/s ${D_CPS[-1]} conn/s; userspace ${U_BW[-1]} / ${U_BWP[-1]} / ${U_CPS[-1]}; xdp ${X_BW[-1]} / ${X_BWP[-1]} / ${X_CPS[-1]}"
+    echo "round $round: direct ${D_BW[-1]} / ${D_BWP[-1]} Gbit/s ${D_CPS[-1]} conn/s; routed hop ${H_BW[-1]} / ${H_BWP[-1]} / ${H_CPS[-1]}; userspace ${U_BW[-1]} / ${U_BWP[-1]} / ${U_CPS[-1]}; xdp ${X_BW[-1]} / ${X_BWP[-1]} / ${X_CPS[-1]}"
 done
 d_bw=$(median "${D_BW[@]}") d_bwp=$(median "${D_BWP[@]}") d_cps=$(median "${D_CPS[@]}")
+h_bw=$(median "${H_BW[@]}") h_bwp=$(median "${H_BWP[@]}") h_cps=$(median "${H_CPS[@]}")
 u_bw=$(median "${U_BW[@]}") u_bwp=$(median "${U_BWP[@]}") u_cps=$(median "${U_CPS[@]}")
 x_bw=$(median "${X_BW[@]}") x_bwp=$(median "${X_BWP[@]}") x_cps=$(median "${X_CPS[@]}")
 
@@ -241,10 +256,13 @@ row() { # name bw bwp cps
 table=$(
     printf '| path | iperf3 1 stream Gbit/s | vs direct | %s streams Gbit/s | vs direct | conn/s | vs direct |\n|---|---:|---:|---:|---:|---:|---:|\n' "$STREAMS"
     row direct "$d_bw" "$d_bwp" "$d_cps"
+    row "routed hop (no balancer)" "$h_bw" "$h_bwp" "$h_cps"
     row userspace "$u_bw" "$u_bwp" "$u_cps"
     row "xdp ($XDP_MODE, $DECAP decap)" "$x_bw" "$x_bwp" "$x_cps"
 )
+vs_hop="xdp against the routed hop: $(ratio "$x_bw" "$h_bw") (1 stream), $(ratio "$x_bwp" "$h_bwp") ($STREAMS streams), $(ratio "$x_cps" "$h_cps") (conn/s)"
 echo "$table"
+echo "$vs_hop"
 echo "xdp runs: $x_pkts packets counted, $x_slow of them through the slow path"
 
 if ((RECORD)); then
@@ -252,9 +270,11 @@ if ((RECORD)); then
         echo
         echo "### L4 balancer $(date -u +%Y-%m-%dT%H:%MZ) — Linux $(uname -r) $(uname -m), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
         echo
-        echo "\`bench/l4.sh --duration $DURATION --connections $CONNS --rounds $ROUNDS --streams $STREAMS --xdp-mode $XDP_MODE --decap $DECAP\`: one run, one topology (veth + bridge without bridge netfilter, MTU 1520 balancer ↔ gateway, $XDP_MODE XDP balancer, $DECAP decap), $ROUNDS interleaved rounds, medians; iperf3 (one TCP stream, and $STREAMS in parallel) client → server through the VIP; connections/s from a Python connect loop. XDP runs: $x_pkts packets counted, $x_slow through the slow path. Rounds (Gbit/s 1 stream / $STREAMS streams / conn/s): direct ${D_BW[*]} / ${D_BWP[*]} / ${D_CPS[*]}; userspace ${U_BW[*]} / ${U_BWP[*]} / ${U_CPS[*]}; xdp ${X_BW[*]} / ${X_BWP[*]} / ${X_CPS[*]}. Load average at the start: $LOAD."
+        echo "\`bench/l4.sh --duration $DURATION --connections $CONNS --rounds $ROUNDS --streams $STREAMS --xdp-mode $XDP_MODE --decap $DECAP\`: one run, one topology (veth + bridge without bridge netfilter, MTU 1520 balancer ↔ gateway, $XDP_MODE XDP balancer, $DECAP decap), $ROUNDS interleaved rounds, medians; iperf3 (one TCP stream, and $STREAMS in parallel) client → server through the VIP; connections/s from a Python connect loop. XDP runs: $x_pkts packets counted, $x_slow through the slow path. Rounds (Gbit/s 1 stream / $STREAMS streams / conn/s): direct ${D_BW[*]} / ${D_BWP[*]} / ${D_CPS[*]}; routed hop ${H_BW[*]} / ${H_BWP[*]} / ${H_CPS[*]}; userspace ${U_BW[*]} / ${U_BWP[*]} / ${U_CPS[*]}; xdp ${X_BW[*]} / ${X_BWP[*]} / ${X_CPS[*]}. Load average at the start: $LOAD."
         echo
         echo "$table"
+        echo
+        echo "$vs_hop."
     } >>"$ROOT/docs/benchmarks.md"
     echo "recorded in docs/benchmarks.md"
 fi
