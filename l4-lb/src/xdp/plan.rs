@@ -21,7 +21,8 @@
 //!   overwrites it.
 //!
 //! Order of one plan: (1) ids for new VIPs, newly healthy `(id, backend)` pairs, tables in fresh
-//! regions; (2) `vips` entries inserted or flipped, then removed ones deleted; (3) pairs no
+//! regions; (2) `vips` entries no longer wanted deleted, then new ones inserted and changed ones
+//! flipped (one update each, never a delete and an insert); (3) pairs no
 //! longer healthy, counters of backends and VIPs that left, regions and ids freed. A new VIP's
 //! table is therefore complete before its first key exists, and a removed VIP's keys are gone
 //! before its region can be reused.
@@ -543,6 +544,11 @@ impl Layout {
                 },
             );
         }
+        // Deletions first: they need no order against the rest, and the map then never holds
+        // the old and the new set of keys at once.
+        for key in next.keys.keys().filter(|k| !keys.contains_key(*k)) {
+            ops.push(Op::RemoveKey { key: *key });
+        }
         for (key, meta) in &keys {
             if next.keys.get(key) != Some(meta) {
                 ops.push(Op::SetKey {
@@ -550,9 +556,6 @@ impl Layout {
                     meta: *meta,
                 });
             }
-        }
-        for key in next.keys.keys().filter(|k| !keys.contains_key(*k)) {
-            ops.push(Op::RemoveKey { key: *key });
         }
         next.keys = keys;
 
@@ -926,6 +929,20 @@ mod tests {
             ]
         );
         assert_eq!(l.used()[2], 0);
+    }
+
+    #[test]
+    fn replaced_keys_are_deleted_before_the_new_ones_are_inserted() {
+        let t = Instant::now();
+        let (mut l, _) = Layout::new(cap(1000))
+            .plan(&want(vec![(vip("a", 101, &[21]), 80)]), t)
+            .unwrap();
+        l.stamp(t);
+        let (_, ops) = l.plan(&want(vec![(vip("b", 101, &[21]), 443)]), t).unwrap();
+        let remove = pos(&ops, |o| *o == Op::RemoveKey { key: key(80) });
+        let insert = pos(&ops, |o| matches!(o, Op::SetKey { .. }));
+        let write = pos(&ops, |o| matches!(o, Op::WriteTable { .. }));
+        assert!(write < remove && remove < insert, "{ops:?}");
     }
 
     #[test]
