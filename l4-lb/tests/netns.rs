@@ -397,9 +397,17 @@ fn serve(mut s: TcpStream, peer: SocketAddr, name: &str) {
 /// Connects to the VIP from the client namespace.
 fn connect(client_ns: &str) -> std::io::Result<TcpStream> {
     in_ns(client_ns, || {
-        let s = TcpStream::connect_timeout(&SocketAddr::from((VIP, 80)), Duration::from_secs(3))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        Ok(s)
+        loop {
+            // Interrupted by a signal (see `read_some`): not a verdict on the balancer, retry.
+            match TcpStream::connect_timeout(&SocketAddr::from((VIP, 80)), Duration::from_secs(3)) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+                Ok(s) => {
+                    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                    return Ok(s);
+                }
+            }
+        }
     })
 }
 
@@ -407,6 +415,18 @@ fn connect(client_ns: &str) -> std::io::Result<TcpStream> {
 fn get(s: &mut TcpStream, path: &str) -> std::io::Result<Vec<u8>> {
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: vip\r\n\r\n").as_bytes())?;
     read_response(s)
+}
+
+/// One `read`, retried when a signal interrupts it: a socket with a read timeout is not
+/// restarted after a signal handler ran (signal(7)), and child processes of this test (iperf3)
+/// exiting send SIGCHLD to a process where the runtime handles it.
+fn read_some(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match s.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
 }
 
 /// Reads one response; returns the body.
@@ -423,14 +443,14 @@ fn read_response(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
                 .unwrap_or(0);
             break (end + 4, len);
         }
-        let n = s.read(&mut chunk)?;
+        let n = read_some(s, &mut chunk)?;
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         buf.extend_from_slice(&chunk[..n]);
     };
     while buf.len() < end + len {
-        let n = s.read(&mut chunk)?;
+        let n = read_some(s, &mut chunk)?;
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
