@@ -13,84 +13,21 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Guard, free_port};
+use support::{Controller, Guard, bin, free_port, text};
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_causeway")
+/// What these tests add to the shared controller handle.
+trait ControllerExt {
+    fn apply_yaml(&self, yaml: &str);
+    fn vip_of(&self, name: &str) -> Option<String>;
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// A running controller, killed on drop.
-struct Controller {
-    child: Guard,
-    url: String,
-    data_dir: PathBuf,
-}
-
-impl Controller {
-    fn start(data_dir: &Path, xds: u16) -> Controller {
-        let mut child = Command::new(bin())
-            .args(["controller", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(["--xds-listen", &format!("127.0.0.1:{xds}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("http://") {
-                    let url: String = line[i..].split_whitespace().next().unwrap().to_owned();
-                    let _ = tx.send(url);
-                }
-            }
-        });
-        let child = Guard(child);
-        let url = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("controller did not report its address");
-        Controller {
-            child,
-            url,
-            data_dir: data_dir.to_owned(),
-        }
-    }
-
-    fn causeway(&self, args: &[&str]) -> Output {
-        Command::new(bin())
-            .args(args)
-            .env("CAUSEWAY_SERVER", &self.url)
-            .env("CAUSEWAY_DATA_DIR", &self.data_dir)
-            .env_remove("CAUSEWAY_TOKEN")
-            .output()
-            .unwrap()
-    }
-
-    fn apply(&self, yaml: &str) {
-        let file = self.data_dir.join("apply.yaml");
-        std::fs::write(&file, yaml).unwrap();
-        let out = self.causeway(&["apply", "-f", file.to_str().unwrap()]);
-        assert!(
-            out.status.success(),
-            "{}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-    }
-
-    fn proxies(&self) -> Value {
-        let out = self.causeway(&["status", "--proxies", "-o", "json"]);
-        serde_json::from_slice(&out.stdout).unwrap_or_default()
+impl ControllerExt for Controller {
+    fn apply_yaml(&self, yaml: &str) {
+        self.apply(&self.data_dir, "apply.yaml", yaml);
     }
 
     fn vip_of(&self, name: &str) -> Option<String> {
@@ -183,7 +120,7 @@ fn l4lb_follows_the_controllers_vip_assignments_and_keeps_them_without_it() {
     let dir = tempfile::tempdir().unwrap();
     let xds = free_port();
     let c = Controller::start(dir.path(), xds);
-    c.apply(&format!(
+    c.apply_yaml(&format!(
         "{}{}{}{}",
         cluster("c1", "us-west-a", "127.77.1.21"),
         cluster("c2", "us-west-a", "127.77.2.21"),
@@ -246,7 +183,7 @@ fn l4lb_follows_the_controllers_vip_assignments_and_keeps_them_without_it() {
     );
 
     // Placement on all three clusters: the two gateways of zone us-west-a, not c3's.
-    c.apply(&access_point("shop", "c1, c2, c3", ""));
+    c.apply_yaml(&access_point("shop", "c1, c2, c3", ""));
     let started = Instant::now();
     eventually("the placement change", || {
         let e = entry(&admin_json(admin, "/state")?, "retail/shop")?;
@@ -259,7 +196,7 @@ fn l4lb_follows_the_controllers_vip_assignments_and_keeps_them_without_it() {
 
     // An AccessPoint on the static VIP's address: refused as a whole (NACK with the reason),
     // the last good table stays.
-    c.apply(&access_point("clash", "c1", ", address: 10.240.99.1"));
+    c.apply_yaml(&access_point("clash", "c1", ", address: 10.240.99.1"));
     let message = eventually("the NACK in status --proxies", || {
         let p = c.proxies();
         let lb = p["items"]
@@ -298,7 +235,7 @@ fn l4lb_follows_the_controllers_vip_assignments_and_keeps_them_without_it() {
     });
 
     // Back again, then the controller stops: the balancer keeps its table.
-    c.apply(&access_point("shop", "c2", ""));
+    c.apply_yaml(&access_point("shop", "c2", ""));
     eventually("shop back in the balancer", || {
         let e = entry(&admin_json(admin, "/state")?, "retail/shop")?;
         (e.2 == [("127.77.2.21".to_owned(), 1)]).then_some(())
@@ -332,7 +269,7 @@ fn l4lb_reloads_its_static_file_on_sighup() {
     let dir = tempfile::tempdir().unwrap();
     let xds = free_port();
     let c = Controller::start(dir.path(), xds);
-    c.apply(&format!(
+    c.apply_yaml(&format!(
         "{}{}",
         cluster("c1", "us-west-a", "127.77.1.21"),
         access_point("shop", "c1", ""),
