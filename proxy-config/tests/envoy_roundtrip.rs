@@ -367,7 +367,10 @@ fn scoped_listeners_refuse_a_host_of_two_virtual_hosts_and_wait_for_their_scopes
     let new = to_envoy(&doc, &EnvoyOptions::default()).unwrap();
     let mut new_scopes_old_routes = old.clone();
     new_scopes_old_routes.scoped_routes = new.scoped_routes.clone();
-    assert_eq!(from_envoy(&new_scopes_old_routes).unwrap(), canonical(&before));
+    assert_eq!(
+        from_envoy(&new_scopes_old_routes).unwrap(),
+        canonical(&before)
+    );
     let mut old_scopes_new_routes = new.clone();
     old_scopes_new_routes.scoped_routes = old.scoped_routes.clone();
     assert_eq!(from_envoy(&old_scopes_new_routes).unwrap(), canonical(&doc));
