@@ -51,7 +51,16 @@ impl Overview {
         for c in &self.clusters {
             let phase = text(c, &["status", "phase"]);
             if phase != "Ready" {
-                out.push(format!("cluster {}: {}", name(c), or_dash(&phase)));
+                // The reason names what to look at: the proxy that rejected its configuration,
+                // or that no gateway is connected.
+                out.push(format!(
+                    "cluster {}: {}{}",
+                    name(c),
+                    or_dash(&phase),
+                    first_false_condition(c)
+                        .map(|m| format!(" ({m})"))
+                        .unwrap_or_default()
+                ));
             }
         }
         for a in &self.access_points {
@@ -591,14 +600,19 @@ mod tests {
             "an older observedGeneration is not ready"
         );
         let mut o = overview();
-        o.clusters[0]["status"]["phase"] = json!("Unreachable");
+        o.clusters[0]["status"]["phase"] = json!("Degraded");
+        o.clusters[0]["status"]["conditions"] = json!([
+            {"type": "Accepted", "status": "True", "reason": "Accepted", "message": ""},
+            {"type": "Programmed", "status": "False", "reason": "Rejected",
+             "message": "configuration rejected by gateway-c1 (SRDS)"}
+        ]);
         o.name_services[0]["status"]["conditions"] = json!([
             {"type": "Programmed", "status": "False", "reason": "NoEndpoints", "message": "none"}
         ]);
         assert_eq!(
             o.not_ready(),
             [
-                "cluster c1: Unreachable",
+                "cluster c1: Degraded (Rejected: configuration rejected by gateway-c1 (SRDS))",
                 "nameservice retail/shop-global: not programmed (NoEndpoints: none)"
             ]
         );
