@@ -888,16 +888,11 @@ impl LongFlow {
         let thread = std::thread::spawn(move || {
             causeway_l4lb::sys::enter_netns(&ns).unwrap();
             let a: std::net::SocketAddr = addr.parse().unwrap();
-            // The VIP may still be settling right after the previous steps: retry the connect.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let s = loop {
-                match TcpStream::connect_timeout(&a, Duration::from_secs(1)) {
-                    Ok(s) => break s,
-                    Err(e) if Instant::now() > deadline => return vec![format!("connect: {e}")],
-                    // Retry pacing inside a deadline, like `eventually`.
-                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
-                }
-            };
+            // The VIP may still be settling right after the previous steps: retry the connect
+            // (a timeout panics this thread; `stop` re-raises it in the test).
+            let s = eventually("the long-lived flow's connection", || {
+                TcpStream::connect_timeout(&a, Duration::from_secs(1)).ok()
+            });
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             let mut w = s.try_clone().unwrap();
             let mut r = BufReader::new(s);

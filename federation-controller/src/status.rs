@@ -54,6 +54,17 @@ pub struct ObjectId {
     pub name: String,
 }
 
+impl ObjectId {
+    /// The id of the object of `kind` with metadata `meta` (namespace `default` when unset).
+    pub fn of(kind: &'static str, meta: &ObjectMeta) -> ObjectId {
+        ObjectId {
+            kind,
+            namespace: namespace(meta).to_owned(),
+            name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
 /// The NACKs of one cluster's proxies attributed to one object.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObjectRejections {
@@ -313,11 +324,7 @@ pub fn access_point_status(
     let cond =
         |kind, ok, reason: &str, msg: String| condition(kind, ok, reason, msg, generation, now);
 
-    let id = ObjectId {
-        kind: "AccessPoint",
-        namespace: namespace(&ap.metadata).to_owned(),
-        name: ap.metadata.name.clone().unwrap_or_default(),
-    };
+    let id = ObjectId::of("AccessPoint", &ap.metadata);
     let clusters: Vec<ClusterRolloutStatus> = verdict
         .placed
         .clusters

@@ -279,9 +279,12 @@ fn delta(last: &mut HashMap<[u8; 8], [u64; 2]>, key: [u8; 8], now: [u64; 2]) -> 
     ]
 }
 
-fn attach(ebpf: &mut Ebpf, program: &'static str, opts: &XdpOptions) -> Result<(), XdpError> {
-    let prog: &mut Xdp = ebpf
-        .program_mut(program)
+/// Program `program` of the object, as its kind (XDP, tc classifier).
+fn program_of<'a, P>(ebpf: &'a mut Ebpf, program: &'static str) -> Result<&'a mut P, XdpError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(program)
         .ok_or(XdpError::Load {
             program,
             detail: "not in the object".into(),
@@ -290,11 +293,20 @@ fn attach(ebpf: &mut Ebpf, program: &'static str, opts: &XdpOptions) -> Result<(
         .map_err(|e: aya::programs::ProgramError| XdpError::Load {
             program,
             detail: e.to_string(),
-        })?;
-    prog.load().map_err(|e| XdpError::Load {
+        })
+}
+
+/// A failed load, with the verifier's reasoning when it refused the program.
+fn load_error(program: &'static str, e: &aya::programs::ProgramError) -> XdpError {
+    XdpError::Load {
         program,
-        detail: verifier_detail(&e),
-    })?;
+        detail: verifier_detail(e),
+    }
+}
+
+fn attach(ebpf: &mut Ebpf, program: &'static str, opts: &XdpOptions) -> Result<(), XdpError> {
+    let prog: &mut Xdp = program_of(ebpf, program)?;
+    prog.load().map_err(|e| load_error(program, &e))?;
     let Some(mode) = opts.mode.aya() else {
         return Err(XdpError::Attach {
             interface: opts.interface.clone(),
@@ -318,21 +330,8 @@ fn attach(ebpf: &mut Ebpf, program: &'static str, opts: &XdpOptions) -> Result<(
 /// added when the first attempt fails.
 fn attach_tc(ebpf: &mut Ebpf, program: &'static str, interface: &str) -> Result<(), XdpError> {
     use aya::programs::tc::{self, SchedClassifier, TcAttachType};
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(program)
-        .ok_or(XdpError::Load {
-            program,
-            detail: "not in the object".into(),
-        })?
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| XdpError::Load {
-            program,
-            detail: e.to_string(),
-        })?;
-    prog.load().map_err(|e| XdpError::Load {
-        program,
-        detail: verifier_detail(&e),
-    })?;
+    let prog: &mut SchedClassifier = program_of(ebpf, program)?;
+    prog.load().map_err(|e| load_error(program, &e))?;
     let attach_err = |e: &aya::programs::ProgramError| XdpError::Attach {
         interface: interface.to_owned(),
         mode: Mode::Tc,

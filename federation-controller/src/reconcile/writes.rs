@@ -119,16 +119,9 @@ impl StatusWriter {
         let fingerprint = |meta: &ObjectMeta, kind: &'static str| {
             let shared = shared?;
             let version = version(meta)?;
-            if !rejected.is_empty() {
-                let (namespace, name) = key_ref(meta);
-                let id = ObjectId {
-                    kind,
-                    namespace: namespace.to_owned(),
-                    name: name.to_owned(),
-                };
-                if rejected.contains(&id) {
-                    return None;
-                }
+            // Ids are built only while some object has a rejection.
+            if !rejected.is_empty() && rejected.contains(&ObjectId::of(kind, meta)) {
+                return None;
             }
             let mut h = hasher();
             (shared, version).hash(&mut h);
@@ -190,11 +183,7 @@ impl StatusWriter {
             let (clusters, issues) = translate::name_service_clusters(n, s, verdicts);
             let mut st = status::name_service_status(n, &clusters, &issues, s, now);
             st.proxy_rejections = status::proxy_rejections(
-                &ObjectId {
-                    kind: "NameService",
-                    namespace: key.0.clone(),
-                    name: key.1.clone(),
-                },
+                &ObjectId::of("NameService", &n.metadata),
                 proxies,
                 n.status.as_ref().and_then(|o| o.proxy_rejections.as_ref()),
             );
@@ -212,11 +201,7 @@ impl StatusWriter {
                 .collect();
             let mut st = status::external_service_status(x, egress, &unresolved, now);
             st.proxy_rejections = status::proxy_rejections(
-                &ObjectId {
-                    kind: "ExternalService",
-                    namespace: key.0.clone(),
-                    name: key.1.clone(),
-                },
+                &ObjectId::of("ExternalService", &x.metadata),
                 proxies,
                 x.status.as_ref().and_then(|o| o.proxy_rejections.as_ref()),
             );
